@@ -1,0 +1,33 @@
+# The two commands of the README. Both create .venv when missing and install the project into it.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# pip prints a warning per package for this machine's unused local index folders; hide only those lines.
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: install demo test clean
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the project and its dependencies into $(VENV) (first time: a few minutes)..."
+	$(PY) -m pip install -q --upgrade pip 2>&1 | $(PIP_FILTER)
+	$(PY) -m pip install -q -e ".[test]" 2>&1 | $(PIP_FILTER)
+	$(PY) -c "import torch, torchvision, timm, yacs, sklearn"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Pretrain on the embedded digits data and print the results table.
+demo: install
+	$(PY) tools/demo.py
+
+# Run the test suite; pytest's exit code 5 (no test collected) counts as a failure.
+test: install
+	@rc=0; $(PY) -m pytest -q tests || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf output .pytest_cache

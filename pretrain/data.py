@@ -1,0 +1,399 @@
+"""Datasets for pretraining and evaluation, chosen by ``cfg.DATA.NAME``.
+
+Every dataset yields ``(transform(image), label)`` with ``image`` an RGB PIL image; the label
+is -1 for unlabeled images (STL-10's unlabeled split). Supported names:
+
+- ``digits``: scikit-learn's embedded ``load_digits`` (no download, always available), 1797
+  8x8 grayscale digits upsampled to 32x32 RGB so crops act at CIFAR scale. Fixed stratified
+  split (25 % test, ``random_state=0``): 1347 train images, 450 test images.
+- ``cifar10``, ``cifar100``, ``stl10``: torchvision datasets under DATA.ROOT, downloaded only when
+  DATA.DOWNLOAD is true. STL-10 pretrains on "train+unlabeled" (105000 images).
+- ``tiny_imagenet``: DATA.ROOT/tiny-imagenet-200 as unzipped from the official archive (flat
+  val/images with val_annotations.txt) or with val/ reorganised into class folders.
+- ``imagenet``: DATA.ROOT/{train,val}/<wnid>/*.JPEG.
+- ``imagenet100``: the same tree restricted to the 100 CMC classes (resources/imagenet100_classes.txt).
+
+DATA.CLASS_LIST (a text file, one wnid per line) restricts any folder-based dataset to the
+listed classes; labels follow the sorted order of the class names, as in torchvision's ImageFolder.
+Problems the user must fix raise :class:`DatasetError` with the expected layout and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+# -- digits split, fixed so that every run (and --dry-run) sees the same images ------------------
+DIGITS_NUM_IMAGES = 1797
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+DIGITS_IMAGE_SIZE = 32
+DIGITS_TEST_SIZE = math.ceil(DIGITS_NUM_IMAGES * DIGITS_TEST_FRACTION)  # 450 (sklearn rounds up)
+DIGITS_TRAIN_SIZE = DIGITS_NUM_IMAGES - DIGITS_TEST_SIZE  # 1347
+
+IMAGENET100_CLASS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources",
+                                      "imagenet100_classes.txt")
+
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "tiny_imagenet": 200,
+               "imagenet100": 100, "imagenet": 1000}
+
+# Number of pretraining images per dataset, for --dry-run (no data is read).
+KNOWN_TRAIN_SIZES = {"digits": DIGITS_TRAIN_SIZE, "cifar10": 50000, "cifar100": 50000, "stl10": 105000,
+                     "tiny_imagenet": 100000, "imagenet100": 126689, "imagenet": 1281167}
+
+FOLDER_DATASETS = ("tiny_imagenet", "imagenet100", "imagenet")
+TINY_DIR = "tiny-imagenet-200"
+
+
+class DatasetError(RuntimeError):
+    """A dataset problem the user must fix (missing or malformed data); the message says how."""
+
+
+# =================================================================================================
+# Messages: expected layouts and where to get the data
+# =================================================================================================
+_LAYOUTS = {  # folder trees below DATA.ROOT, two spaces per level
+    "cifar10": ("cifar-10-batches-py/\n"
+                "  batches.meta\n  data_batch_1 ... data_batch_5\n  test_batch"),
+    "cifar100": "cifar-100-python/\n  meta\n  train\n  test",
+    "stl10": ("stl10_binary/\n  class_names.txt\n  fold_indices.txt\n  train_X.bin  train_y.bin\n"
+              "  test_X.bin   test_y.bin\n  unlabeled_X.bin"),
+    "tiny_imagenet": (f"{TINY_DIR}/\n  wnids.txt\n  train/\n    n01443537/\n      images/\n"
+                      "        n01443537_0.JPEG ...\n    ... (200 class folders)\n  val/\n"
+                      "    val_annotations.txt   (file<TAB>wnid<TAB>box, as in the official zip)\n"
+                      "    images/\n      val_0.JPEG ...\n"
+                      "    (or, if reorganised: val/<wnid>/*.JPEG class folders)"),
+    "imagenet": ("train/\n  n01440764/\n    n01440764_10026.JPEG ...\n  ... (one folder per class)\n"
+                 "val/\n  n01440764/\n    ILSVRC2012_val_00000293.JPEG ...\n  ... (one folder per class)"),
+}
+_LAYOUTS["imagenet100"] = _LAYOUTS["imagenet"]
+
+_HOW_TO_GET = {
+    "cifar10": ("set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
+                "or unpack cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"),
+    "cifar100": ("set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
+                 "or unpack cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"),
+    "stl10": ("set DATA.DOWNLOAD True to let torchvision download it (about 2.6 GB, needs internet), "
+              "or unpack stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ into DATA.ROOT"),
+    "tiny_imagenet": ("download the official archive http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip "
+                      "it into DATA.ROOT (torchvision cannot download it)"),
+    "imagenet": ("ImageNet-1K (ILSVRC2012) is distributed only after registering at https://image-net.org; "
+                 "extract ILSVRC2012_img_train.tar (and each class tar inside it) into train/, and sort the "
+                 "validation images into class folders under val/ (e.g. with the widely used valprep.sh)"),
+    "imagenet100": ("ImageNet-100 is read from an ImageNet-1K tree (from https://image-net.org, laid out as "
+                    "shown); a full tree works, as does a copy holding only the 100 CMC class folders listed in "
+                    "pretrain/resources/imagenet100_classes.txt (or in DATA.CLASS_LIST)"),
+}
+
+
+def _layout_text(name: str, root: str) -> str:
+    """The folder tree expected under DATA.ROOT, with the absolute root on the first line."""
+    body = "\n".join("    " + line for line in _LAYOUTS[name].splitlines())
+    return f"  {os.path.abspath(root)}/\n{body}"
+
+
+def _missing_data_error(name: str, root: str, problem: str) -> DatasetError:
+    """A DatasetError that states the problem, shows the expected layout and says how to get the data."""
+    return DatasetError(
+        f"Dataset '{name}': {problem}\nExpected layout under DATA.ROOT ({root!r}):\n{_layout_text(name, root)}\n"
+        f"How to get it: {_HOW_TO_GET[name]}. If the data is elsewhere, point DATA.ROOT at the folder "
+        f"that holds it (shown at the top of the tree).")
+
+
+def _require_dir(path: str, name: str, root: str) -> None:
+    """Raise the layout error when a folder the dataset needs is absent."""
+    if not os.path.isdir(path):
+        raise _missing_data_error(name, root, f"folder {os.path.abspath(path)} does not exist.")
+
+
+# =================================================================================================
+# Image loading and generic datasets
+# =================================================================================================
+def load_rgb_image(path: str) -> Image.Image:
+    """Open an image file with PIL as RGB; an unreadable file raises DatasetError naming it."""
+    try:
+        with open(path, "rb") as handle:
+            image = Image.open(handle)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DatasetError(f"Cannot read image {path}: {err}. The file is corrupt or not an image; "
+                           f"replace it with a good copy or delete it.") from None
+
+
+class LabeledFiles(Dataset):
+    """A list of (image path, label) pairs read with PIL, yielding ``(transform(image), label)``."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], classes: Sequence[str],
+                 transform: Optional[Callable] = None):
+        self.samples = list(samples)
+        self.targets = [label for _, label in self.samples]
+        self.classes = list(classes)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = load_rgb_image(path)
+        return (self.transform(image) if self.transform is not None else image), label
+
+
+class ClassListImageFolder(tvd.ImageFolder):
+    """torchvision's ImageFolder, optionally restricted to a given list of class folders.
+
+    With ``classes`` given, only those folders are read and labels follow their sorted order, so
+    a train and a val folder built with the same list get the same labels. Listed classes missing
+    from the tree raise DatasetError naming them.
+    """
+
+    def __init__(self, root: str, classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
+                 list_source: str = "the class list"):
+        self.wanted_classes = sorted(set(classes)) if classes is not None else None
+        self.list_source = list_source
+        try:
+            super().__init__(root, transform=transform, loader=load_rgb_image)
+        except FileNotFoundError as err:  # no class folders, or class folders without images
+            raise DatasetError(f"{root} holds no usable images: {err}. Each class needs a folder "
+                               f"<wnid>/ with image files ({', '.join(IMG_EXTENSIONS)}).") from None
+
+    def find_classes(self, directory: str) -> Tuple[List[str], Dict[str, int]]:
+        """All class folders (ImageFolder's rule), or the wanted ones after checking they exist."""
+        if self.wanted_classes is None:
+            return super().find_classes(directory)
+        missing = [name for name in self.wanted_classes if not os.path.isdir(os.path.join(directory, name))]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise DatasetError(
+                f"{len(missing)} of the {len(self.wanted_classes)} classes listed in {self.list_source} are "
+                f"missing from {os.path.abspath(directory)}: {shown}. Add those class folders, or set "
+                f"DATA.CLASS_LIST to a file listing only classes present in the tree.")
+        return list(self.wanted_classes), {name: i for i, name in enumerate(self.wanted_classes)}
+
+
+# =================================================================================================
+# Class lists
+# =================================================================================================
+def read_class_list(path: str) -> List[str]:
+    """Class names from a text file: one per line; blank lines and '#' comments are ignored."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"Class list file {os.path.abspath(path)} (DATA.CLASS_LIST) does not exist. "
+                           f"Give a text file with one class folder name (wnid) per line, or set "
+                           f"DATA.CLASS_LIST '' to use all classes.")
+    with open(path, "r", encoding="utf-8") as handle:
+        names = [line.split("#", 1)[0].strip() for line in handle]
+    names = [name for name in names if name]
+    if not names:
+        raise DatasetError(f"Class list file {os.path.abspath(path)} (DATA.CLASS_LIST) lists no classes. "
+                           f"Write one class folder name (wnid) per line.")
+    return sorted(set(names))
+
+
+def _class_list_path(cfg) -> Optional[str]:
+    """DATA.CLASS_LIST if set, else the builtin CMC list for imagenet100, else None (all classes)."""
+    if cfg.DATA.CLASS_LIST:
+        if cfg.DATA.NAME not in FOLDER_DATASETS:
+            raise DatasetError(f"DATA.CLASS_LIST is set but DATA.NAME '{cfg.DATA.NAME}' is not a folder dataset; "
+                               f"a class list applies only to {', '.join(FOLDER_DATASETS)}. "
+                               f"Set DATA.CLASS_LIST '' or change DATA.NAME.")
+        return cfg.DATA.CLASS_LIST
+    return IMAGENET100_CLASS_FILE if cfg.DATA.NAME == "imagenet100" else None
+
+
+def class_names(cfg) -> Optional[List[str]]:
+    """The class restriction of the configured dataset (sorted), or None when all classes are used."""
+    path = _class_list_path(cfg)
+    return read_class_list(path) if path else None
+
+
+def num_classes(cfg) -> int:
+    """Number of classes of the configured dataset (reads at most the class list file, never the data)."""
+    _check_config(cfg)
+    names = class_names(cfg)
+    return len(names) if names is not None else NUM_CLASSES[cfg.DATA.NAME]
+
+
+def _check_config(cfg) -> None:
+    """Reject an unknown DATA.NAME, and a DATA.CLASS_LIST given for a dataset it cannot restrict."""
+    if cfg.DATA.NAME not in NUM_CLASSES:
+        raise DatasetError(f"Unknown dataset DATA.NAME '{cfg.DATA.NAME}'. Choose one of: {', '.join(NUM_CLASSES)}.")
+    _class_list_path(cfg)
+
+
+# =================================================================================================
+# digits (scikit-learn, embedded)
+# =================================================================================================
+def _digit_to_pil(image: np.ndarray) -> Image.Image:
+    """An 8x8 digit with values 0..16 -> a 32x32 RGB uint8 PIL image (bicubic upsampling)."""
+    gray = np.clip(np.round(image * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    size = (DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE)
+    return Image.fromarray(gray).resize(size, Image.Resampling.BICUBIC).convert("RGB")
+
+
+def digits_split(split: str) -> Tuple[List[Image.Image], List[int]]:
+    """Images and labels of the fixed stratified digits split ("train": 1347, "test": 450)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if split not in ("train", "test"):
+        raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
+    digits = load_digits()
+    train_idx, test_idx = train_test_split(np.arange(len(digits.target)), test_size=DIGITS_TEST_FRACTION,
+                                           stratify=digits.target, random_state=DIGITS_SPLIT_SEED)
+    indices = train_idx if split == "train" else test_idx
+    return [_digit_to_pil(digits.images[i]) for i in indices], [int(digits.target[i]) for i in indices]
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's handwritten digits as 32x32 RGB PIL images, held in memory."""
+
+    def __init__(self, split: str = "train", transform: Optional[Callable] = None):
+        self.images, self.targets = digits_split(split)
+        self.classes = [str(i) for i in range(10)]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        return (self.transform(image) if self.transform is not None else image), self.targets[index]
+
+
+# =================================================================================================
+# torchvision datasets (CIFAR, STL-10)
+# =================================================================================================
+_TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "stl10": "stl10_binary"}
+
+
+def _torchvision_dataset(cfg, split: str, transform: Optional[Callable]) -> Dataset:
+    """CIFAR-10/100 ("train"/"test") or STL-10 ("train+unlabeled"/"train"/"test") under DATA.ROOT."""
+    name, root, download = cfg.DATA.NAME, cfg.DATA.ROOT, bool(cfg.DATA.DOWNLOAD)
+    if not download:
+        _require_dir(os.path.join(root, _TORCHVISION_FOLDERS[name]), name, root)
+    try:
+        if name == "stl10":
+            return tvd.STL10(root, split=split, transform=transform, download=download)
+        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        return cls(root, train=(split == "train"), transform=transform, download=download)
+    except DatasetError:
+        raise
+    except RuntimeError as err:  # torchvision: files missing or failing their checksum
+        raise _missing_data_error(name, root, f"the files are incomplete or corrupted ({err}). Delete "
+                                  f"{os.path.join(os.path.abspath(root), _TORCHVISION_FOLDERS[name])} and fetch it again.") from None
+    except OSError as err:  # includes urllib's URLError when the download fails
+        raise _missing_data_error(name, root, f"could not be read or downloaded ({err}). Check the network "
+                                  f"or copy the data by hand.") from None
+
+
+# =================================================================================================
+# Folder datasets (Tiny ImageNet, ImageNet, ImageNet-100)
+# =================================================================================================
+def _folder_root(cfg) -> str:
+    """Folder holding train/ and val/ for the configured folder dataset."""
+    if cfg.DATA.NAME == "tiny_imagenet":
+        return os.path.join(cfg.DATA.ROOT, TINY_DIR)
+    return cfg.DATA.ROOT
+
+
+def _folder_split(cfg, split: str, transform: Optional[Callable],
+                  classes: Optional[Sequence[str]]) -> ClassListImageFolder:
+    """train/ or val/ of a folder dataset as an ImageFolder restricted to ``classes`` (None = all)."""
+    path = os.path.join(_folder_root(cfg), split)
+    _require_dir(path, cfg.DATA.NAME, cfg.DATA.ROOT)
+    source = _class_list_path(cfg) or f"{os.path.abspath(os.path.join(_folder_root(cfg), 'train'))}"
+    return ClassListImageFolder(path, classes=classes, transform=transform, list_source=source)
+
+
+def _read_tiny_annotations(path: str) -> List[Tuple[str, str]]:
+    """(file name, wnid) pairs of Tiny ImageNet's val_annotations.txt (tab-separated, box ignored)."""
+    pairs = []
+    with open(path, "r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise DatasetError(f"{path}, line {number}: expected 'file<TAB>wnid<TAB>x y w h', got {line.strip()!r}. "
+                                   f"Restore val_annotations.txt from the official tiny-imagenet-200.zip.")
+            pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+def _tiny_flat_val(cfg, transform: Optional[Callable], classes: Sequence[str], restricted: bool) -> LabeledFiles:
+    """The official flat Tiny ImageNet val (val/images + val_annotations.txt), labelled like train.
+
+    With ``restricted`` (a class list is in use) images of other classes are skipped; otherwise an
+    unknown class is an error, since train and val must hold the same classes.
+    """
+    val_dir = os.path.join(_folder_root(cfg), "val")
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    samples, unknown, absent = [], set(), []
+    for file_name, wnid in _read_tiny_annotations(os.path.join(val_dir, "val_annotations.txt")):
+        if wnid not in class_to_idx:
+            unknown.add(wnid)
+            continue
+        path = os.path.join(val_dir, "images", file_name)
+        if not os.path.isfile(path):
+            absent.append(path)
+        samples.append((path, class_to_idx[wnid]))
+    if unknown and not restricted:
+        raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, f"val_annotations.txt names {len(unknown)} classes "
+                                  f"without a train/ folder (e.g. {sorted(unknown)[0]}); train/ is incomplete.")
+    if absent:
+        raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, f"{len(absent)} images listed in "
+                                  f"val_annotations.txt are missing (e.g. {absent[0]}).")
+    if not samples:
+        raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, "val_annotations.txt lists no images of the "
+                                  "selected classes.")
+    return LabeledFiles(samples, classes, transform)
+
+
+def _tiny_val(cfg, transform: Optional[Callable], classes: Sequence[str], restricted: bool) -> Dataset:
+    """Tiny ImageNet val: the official flat layout when val_annotations.txt exists, else class folders."""
+    val_dir = os.path.join(_folder_root(cfg), "val")
+    _require_dir(val_dir, "tiny_imagenet", cfg.DATA.ROOT)
+    if os.path.isfile(os.path.join(val_dir, "val_annotations.txt")) and os.path.isdir(os.path.join(val_dir, "images")):
+        return _tiny_flat_val(cfg, transform, classes, restricted)
+    return _folder_split(cfg, "val", transform, classes)
+
+
+def _folder_eval_datasets(cfg, transform: Optional[Callable]) -> Tuple[Dataset, Dataset]:
+    """train/ and val/ with the same classes and labels (val is checked to hold train's classes)."""
+    restriction = class_names(cfg)
+    memory = _folder_split(cfg, "train", transform, restriction)
+    if cfg.DATA.NAME == "tiny_imagenet":
+        return memory, _tiny_val(cfg, transform, memory.classes, restricted=restriction is not None)
+    return memory, _folder_split(cfg, "val", transform, memory.classes)
+
+
+# =================================================================================================
+# Public API
+# =================================================================================================
+def build_pretrain_dataset(cfg, transform: Optional[Callable]) -> Dataset:
+    """The pretraining images of DATA.NAME; items are ``(transform(image), label)`` (label -1 if unlabeled)."""
+    name = cfg.DATA.NAME
+    _check_config(cfg)
+    if name == "digits":
+        return DigitsDataset("train", transform)
+    if name in _TORCHVISION_FOLDERS:
+        return _torchvision_dataset(cfg, "train+unlabeled" if name == "stl10" else "train", transform)
+    return _folder_split(cfg, "train", transform, class_names(cfg))
+
+
+def build_eval_datasets(cfg, transform: Optional[Callable]) -> Tuple[Dataset, Dataset]:
+    """Labeled (memory/train, test) datasets for kNN and linear evaluation, sharing one label space."""
+    name = cfg.DATA.NAME
+    _check_config(cfg)
+    if name == "digits":
+        return DigitsDataset("train", transform), DigitsDataset("test", transform)
+    if name in _TORCHVISION_FOLDERS:
+        return _torchvision_dataset(cfg, "train", transform), _torchvision_dataset(cfg, "test", transform)
+    return _folder_eval_datasets(cfg, transform)

@@ -1,0 +1,368 @@
+"""The pretraining run: setup (``Pretrainer``), one optimizer step (``train_step``), the epoch loop.
+
+Step counting: ``state.step`` is the number of optimizer steps taken. The step about to be taken,
+k = state.step, uses lr_at(k) and beta_at(k); after it, the target is updated with tau_at(k + 1)
+(the public MSR code updates the target once per step with k starting at 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import distributed as comm
+from .augment import build_pretrain_transform
+from .checkpoint import (CHECKPOINT_KIND, FORMAT_VERSION, checkpoint_name, latest_checkpoint, load_checkpoint,
+                         prune_checkpoints, restore_rng_states, rng_states, save_atomic)
+from .config import config_from_yaml_text, effective_lr
+from .data import DatasetError, build_pretrain_dataset, num_classes
+from .evaluate import build_eval_loaders, make_loader
+from .knn import knn_top1
+from .loss import msr_loss_parts, weighted_sum
+from .model import build_networks, ema_update
+from .optim import build_optimizer, set_lr
+from .schedules import beta_at, lr_at, tau_at
+
+logger = logging.getLogger("pretrain")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the run stops so the last good checkpoint stays the latest."""
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and must be checkpointed."""
+
+    online: torch.nn.Module
+    target: Optional[torch.nn.Module]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    step: int = 0
+    epoch: int = 0
+
+
+@dataclass
+class StepSettings:
+    """Fixed per-run values the training step needs (derived once from the config)."""
+
+    total_steps: int
+    warmup_steps: int
+    base_lr: float
+    min_lr: float
+    beta_base: float
+    beta_schedule: str
+    tau_base: float
+    tau_schedule: str
+    stop_grad_aa: bool
+    distance: str
+    uses_beta: bool
+    amp_dtype: Optional[torch.dtype]
+    channels_last: bool
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto).")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _share_cpu_with_loader(num_workers: int) -> None:
+    """On CPU, leave one core per loader worker: oversubscribed cores slow both sides down."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores - num_workers)
+    if torch.get_num_threads() > threads:
+        torch.set_num_threads(threads)
+        logger.info(f"CPU training: {threads} compute thread(s), {num_workers} loader worker(s) on {cores} cores")
+
+
+def _to_device(images: torch.Tensor, settings: StepSettings) -> torch.Tensor:
+    images = images.to(settings.device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if settings.channels_last else images
+
+
+def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings) -> Dict[str, float]:
+    """One optimizer step on a batch of views; returns the logged scalars.
+
+    ``views`` is (weak1, weak2, aggressive1, aggressive2), or (aggressive1, aggressive2) when both
+    branches see aggressive views (BYOL/SimSiam "AA").
+    """
+    k = state.step
+    lr = lr_at(k, s.total_steps, s.base_lr, s.warmup_steps, s.min_lr)
+    beta = beta_at(k, s.total_steps, s.beta_base, s.beta_schedule) if s.uses_beta else 0.0
+    set_lr(state.optimizer, lr)
+    views = [_to_device(v, s) for v in views]
+    aggressive1, aggressive2 = views[-2:]
+    weak1, weak2 = views[:2] if len(views) == 4 else (None, None)
+
+    autocast = torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None)
+    with autocast:
+        p1, q1 = state.online(aggressive1)
+        p2, q2 = state.online(aggressive2)
+        with torch.no_grad():
+            if state.target is not None:  # BYOL / MSR: EMA target on weak (or aggressive) views
+                z1 = state.target(weak1 if weak1 is not None else aggressive1)
+                z2 = state.target(weak2 if weak2 is not None else aggressive2)
+            elif weak1 is not None:  # SimSiam + MSR / SimSiam-AW: online projections of the weak views
+                z1, z2 = state.online(weak1)[0], state.online(weak2)[0]
+            else:  # SimSiam-AA: the projections already computed, under stop-gradient
+                z1, z2 = p1.detach(), p2.detach()
+    weak_term, aggressive_term = msr_loss_parts(q1, q2, z1, z2, s.stop_grad_aa, s.distance)  # fp32
+    loss = weighted_sum(weak_term, aggressive_term, beta)
+    if not torch.isfinite(loss) and s.amp_dtype != torch.float16:
+        raise NonFiniteLossError(
+            f"Non-finite loss at step {k}: loss={loss.item()}, weak-aggressive term={weak_term.item()}, "
+            f"aggressive-aggressive term={aggressive_term.item()}, lr={lr:.6g}, beta={beta:.4f}. The run stopped; "
+            f"the last checkpoint in OUTPUT_DIR is intact. Lower SOLVER.BASE_LR, add warm-up "
+            f"(SOLVER.WARMUP_EPOCHS) or use SOLVER.AMP bf16/none, then resume from it.")
+
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.step += 1
+    tau = tau_at(state.step, s.total_steps, s.tau_base, s.tau_schedule)
+    if state.target is not None:
+        ema_update(state.target, _unwrap(state.online), tau)
+    return {"loss": loss.item(), "loss_weak_aggressive": weak_term.item(),
+            "loss_aggressive_aggressive": aggressive_term.item(), "beta": beta,
+            "tau": tau if state.target is not None else float("nan"), "lr": lr}
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+class MetricsWriter:
+    """Appends JSON lines to metrics.jsonl and mirrors scalars to TensorBoard (main process only)."""
+
+    def __init__(self, output_dir: str, enabled: bool):
+        self.enabled = enabled
+        self.path = os.path.join(output_dir, "metrics.jsonl")
+        self.tensorboard = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tensorboard = SummaryWriter(log_dir=os.path.join(output_dir, "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
+                self.tensorboard.add_scalar(f"pretrain/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def setup_logging(output_dir: str, enabled: bool) -> None:
+    """Log to stdout and OUTPUT_DIR/log.txt on the main process; stay quiet elsewhere."""
+    logger.setLevel(logging.INFO if enabled else logging.WARNING)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    if not enabled:
+        return
+    fmt = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%m/%d %H:%M:%S")
+    for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(output_dir, "log.txt"))):
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+
+
+class Pretrainer:
+    """Builds data, networks and optimizer from a config, then trains, evaluates and checkpoints."""
+
+    def __init__(self, cfg, resume: bool = False):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.DEVICE)
+        self.is_main = comm.is_main_process()
+        self.output_dir = cfg.OUTPUT_DIR
+        resume_path = self._prepare_output_dir(resume)
+        setup_logging(self.output_dir, self.is_main)
+        seed_everything(cfg.SEED + comm.get_rank())
+        if self.device.type == "cpu":
+            _share_cpu_with_loader(cfg.DATA.NUM_WORKERS)
+
+        self.train_loader = self._build_train_loader()
+        self.steps_per_epoch = len(self.train_loader)
+        online, target = build_networks(cfg)
+        self._announce(online)
+        memory_format = torch.channels_last if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
+        online = online.to(self.device, memory_format=memory_format)
+        target = target.to(self.device, memory_format=memory_format) if target is not None else None
+        amp = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.SOLVER.AMP]
+        self.state = TrainState(online, target, build_optimizer(cfg, online),
+                                torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16))
+        self.settings = self._step_settings(amp)
+        self.metrics = MetricsWriter(self.output_dir, self.is_main)
+        self._knn_loaders = None
+        if resume_path:
+            self.load(resume_path)
+
+    # ----------------------------------------------------------------------------------- setup
+    def _prepare_output_dir(self, resume: bool) -> Optional[str]:
+        """Create OUTPUT_DIR; refuse to overwrite a run unless resuming; return the checkpoint to resume."""
+        existing = latest_checkpoint(self.output_dir)
+        if existing and not resume:
+            raise FileExistsError(
+                f"OUTPUT_DIR '{self.output_dir}' already holds a run (latest checkpoint {os.path.basename(existing)}). "
+                f"Pass --resume to continue it, or choose a new OUTPUT_DIR; nothing was overwritten.")
+        if self.is_main:
+            os.makedirs(self.output_dir, exist_ok=True)
+            with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
+                handle.write(self.cfg.dump())
+        comm.barrier()
+        return existing if resume else None
+
+    def _build_train_loader(self) -> DataLoader:
+        cfg = self.cfg
+        world = comm.get_world_size()
+        if cfg.SOLVER.BATCH_SIZE % world:
+            raise ValueError(f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} (global) is not divisible by the "
+                             f"{world} processes; choose a multiple of {world}.")
+        dataset = build_pretrain_dataset(cfg, build_pretrain_transform(cfg))
+        if len(dataset) < cfg.SOLVER.BATCH_SIZE:
+            raise DatasetError(f"The {cfg.DATA.NAME} training set has {len(dataset)} images, fewer than one batch "
+                               f"(SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}); lower the batch size.")
+        self.sampler = DistributedSampler(dataset, num_replicas=world, rank=comm.get_rank(), shuffle=True,
+                                          seed=cfg.SEED, drop_last=True)
+        return make_loader(dataset, cfg.SOLVER.BATCH_SIZE // world, cfg.DATA.NUM_WORKERS, self.device,
+                           sampler=self.sampler, drop_last=True, seed=cfg.SEED * 1000 + comm.get_rank())
+
+    def _step_settings(self, amp_dtype) -> StepSettings:
+        cfg = self.cfg
+        total = cfg.SOLVER.MAX_STEPS or cfg.SOLVER.EPOCHS * self.steps_per_epoch
+        method = cfg.METHOD.NAME
+        return StepSettings(
+            total_steps=total, warmup_steps=int(cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch),
+            base_lr=effective_lr(cfg), min_lr=cfg.SOLVER.MIN_LR, beta_base=cfg.MSR.BETA_BASE,
+            beta_schedule=cfg.MSR.BETA_SCHEDULE, tau_base=cfg.EMA.TAU_BASE, tau_schedule=cfg.EMA.SCHEDULE,
+            stop_grad_aa=cfg.MSR.STOP_GRAD_AA, distance="negcos" if method.startswith("simsiam") else "mse",
+            uses_beta=method in ("msr", "simsiam_msr"), amp_dtype=amp_dtype,
+            channels_last=cfg.MODEL.CHANNELS_LAST, device=self.device)
+
+    def _announce(self, online) -> None:
+        cfg = self.cfg
+        params = sum(p.numel() for p in online.parameters()) / 1e6
+        logger.info(f"MSR pretraining: method={cfg.METHOD.NAME} data={cfg.DATA.NAME} "
+                    f"({len(self.train_loader.dataset)} images) backbone={cfg.MODEL.BACKBONE} width={cfg.MODEL.WIDTH} "
+                    f"stem={cfg.MODEL.STEM} ({params:.2f}M params) device={self.device} "
+                    f"batch={cfg.SOLVER.BATCH_SIZE} lr={effective_lr(cfg):.4g} steps/epoch={self.steps_per_epoch}")
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def checkpoint_dict(self) -> dict:
+        st = self.state
+        return {"kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION,
+                "model": _unwrap(st.online).state_dict(),
+                "target": st.target.state_dict() if st.target is not None else None,
+                "optimizer": st.optimizer.state_dict(), "scaler": st.scaler.state_dict(),
+                "step": st.step, "epoch": st.epoch, "config": self.cfg.dump(), "rng": rng_states()}
+
+    def save(self) -> Optional[str]:
+        if not self.is_main:
+            return None
+        path = os.path.join(self.output_dir, checkpoint_name(self.state.step))
+        save_atomic(self.checkpoint_dict(), path)
+        prune_checkpoints(self.output_dir, self.cfg.CHECKPOINT.KEEP_LAST)
+        logger.info(f"Saved checkpoint {path}")
+        return path
+
+    def load(self, path: str) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        saved = config_from_yaml_text(ckpt["config"])
+        if saved.METHOD.NAME != self.cfg.METHOD.NAME or saved.MODEL.BACKBONE != self.cfg.MODEL.BACKBONE:
+            raise ValueError(f"Cannot resume '{path}': it was trained with METHOD.NAME={saved.METHOD.NAME}, "
+                             f"MODEL.BACKBONE={saved.MODEL.BACKBONE}, but this config says "
+                             f"{self.cfg.METHOD.NAME}, {self.cfg.MODEL.BACKBONE}. Use the run's own config.yaml.")
+        st = self.state
+        _unwrap(st.online).load_state_dict(ckpt["model"])
+        if st.target is not None:
+            st.target.load_state_dict(ckpt["target"])
+        st.optimizer.load_state_dict(ckpt["optimizer"])
+        st.scaler.load_state_dict(ckpt["scaler"])
+        st.step, st.epoch = ckpt["step"], ckpt["epoch"]
+        restore_rng_states(ckpt["rng"])
+        logger.info(f"Resumed from {path} at step {st.step} (epoch {st.epoch})")
+
+    # ------------------------------------------------------------------------------------ kNN
+    def evaluate_knn(self) -> float:
+        cfg = self.cfg
+        if self._knn_loaders is None:
+            self._knn_loaders = build_eval_loaders(cfg, self.device)
+        top1 = knn_top1(_unwrap(self.state.online).encoder, *self._knn_loaders, num_classes(cfg), self.device,
+                        cfg.KNN.K, cfg.KNN.TEMPERATURE)
+        self.metrics.write({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1})
+        logger.info(f"kNN top-1 at step {self.state.step}: {top1:.2f}")
+        return top1
+
+    # ---------------------------------------------------------------------------------- train
+    def train_one_epoch(self) -> None:
+        cfg, st, s = self.cfg, self.state, self.settings
+        self.sampler.set_epoch(st.epoch)
+        steps = min(self.steps_per_epoch, s.total_steps - st.step)
+        progress = _progress(steps, f"epoch {st.epoch}", cfg.PROGRESS_BAR and self.is_main)
+        st.online.train()
+        if st.target is not None:
+            st.target.train()
+        tic, images = time.perf_counter(), 0
+        for index, (views, _) in enumerate(self.train_loader):
+            if index >= steps:
+                break
+            record = train_step(st, views, s)
+            images += views[0].shape[0] * comm.get_world_size()
+            progress.update(1)
+            if st.step % cfg.LOG_PERIOD == 0 or index == steps - 1:
+                elapsed = time.perf_counter() - tic
+                record.update(step=st.step, epoch=st.epoch, images_per_s=images / max(elapsed, 1e-9))
+                self.metrics.write(record)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                tic, images = time.perf_counter(), 0
+            if cfg.KNN.STEP_PERIOD and st.step % cfg.KNN.STEP_PERIOD == 0 and st.step < s.total_steps:
+                self.evaluate_knn()
+        progress.close()
+        st.epoch += 1
+
+    def train(self) -> dict:
+        """Run until the total number of steps; returns the final kNN top-1 (if enabled) and step."""
+        cfg, st, s = self.cfg, self.state, self.settings
+        knn_on = cfg.KNN.PERIOD > 0
+        if knn_on and st.step == 0 and cfg.KNN.AT_START:
+            self.evaluate_knn()
+        top1 = None
+        while st.step < s.total_steps:
+            self.train_one_epoch()
+            finished = st.step >= s.total_steps
+            if knn_on and (finished or st.epoch % cfg.KNN.PERIOD == 0):
+                top1 = self.evaluate_knn()
+            if finished or st.epoch % cfg.CHECKPOINT.PERIOD == 0:
+                self.save()
+        self.metrics.close()
+        return {"step": st.step, "knn_top1": top1}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)

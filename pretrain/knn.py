@@ -1,0 +1,57 @@
+"""Weighted k-nearest-neighbour classification on frozen features (the kNN monitor).
+
+Features are L2-normalised; a query's k most cosine-similar memory items vote for their class
+with weight exp(similarity / T) (k = 200, T = 0.1 by default, as in InstDisc / MoCo monitors).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import distributed as comm
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, loader: DataLoader, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised encoder features and labels for every item of ``loader`` (encoder in eval mode)."""
+    was_training = encoder.training
+    encoder.eval()
+    feats, labels = [], []
+    for images, targets in loader:
+        out = encoder(images.to(device, non_blocking=True))
+        feats.append(F.normalize(out.float(), dim=1).cpu())
+        labels.append(targets)
+    encoder.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
+                k: int = 200, temperature: float = 0.1, chunk_size: int = 1024) -> torch.Tensor:
+    """Predicted class of each query row; ``query`` and ``bank`` are L2-normalised feature rows."""
+    k = min(k, bank.shape[0])
+    predictions = []
+    for start in range(0, query.shape[0], chunk_size):
+        sims = query[start:start + chunk_size] @ bank.T
+        top_sims, top_idx = sims.topk(k, dim=1)
+        weights = (top_sims / temperature).exp()
+        votes = torch.zeros(sims.shape[0], num_classes, dtype=weights.dtype)
+        votes.scatter_add_(1, bank_labels[top_idx], weights)
+        predictions.append(votes.argmax(dim=1))
+    return torch.cat(predictions)
+
+
+def knn_top1(encoder: nn.Module, memory_loader: DataLoader, query_loader: DataLoader, num_classes: int,
+             device: torch.device, k: int = 200, temperature: float = 0.1) -> float:
+    """kNN top-1 accuracy (percent) of ``query_loader`` against ``memory_loader`` features."""
+    bank, bank_labels = extract_features(encoder, memory_loader, device)
+    query, query_labels = extract_features(encoder, query_loader, device)
+    predicted = knn_predict(query, bank, bank_labels, num_classes, k, temperature)
+    correct = torch.tensor([(predicted == query_labels).sum().item(), query_labels.numel()], dtype=torch.float64)
+    correct = comm.all_reduce_mean(correct)
+    return 100.0 * (correct[0] / correct[1]).item()

@@ -1,0 +1,175 @@
+"""Invariants of the multi-stage augmentation: t2 acts on its own t1 view and never moves pixels."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+from torchvision.transforms import functional as F
+
+from pretrain.augment import (GaussianBlur, MultiStageViews, aggressive_transform, build_pretrain_transform,
+                              eval_transform, to_normalized_tensor, weak_transform)
+from pretrain.config import get_default_config
+
+
+def _image(width=48, height=40, seed=0):
+    """A random RGB image: every crop and flip of it looks different."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+
+
+def _cfg(**aug):
+    cfg = get_default_config()
+    cfg.DATA.IMAGE_SIZE = 32
+    for key, value in aug.items():
+        cfg.AUG[key] = value
+    return cfg
+
+
+def _identity(img):
+    return img
+
+
+def _views_as_pil(cfg, return_weak=True):
+    """MultiStageViews whose outputs stay PIL images, to compare views pixel by pixel."""
+    return MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), _identity, return_weak)
+
+
+def _same(a, b):
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_pretrain_views_shapes_and_dtypes():
+    torch.manual_seed(0)
+    views = build_pretrain_transform(_cfg())(_image())
+    assert len(views) == 4
+    for view in views:
+        assert view.shape == (3, 32, 32) and view.dtype == torch.float32
+
+
+@pytest.mark.parametrize("method,views,expected", [
+    ("msr", "AA", 4), ("msr", "AW", 4), ("simsiam_msr", "AA", 4),
+    ("byol", "AW", 4), ("byol", "AA", 2), ("simsiam", "AA", 2), ("simsiam", "AW", 4),
+])
+def test_number_of_views_follows_method(method, views, expected):
+    cfg = _cfg()
+    cfg.METHOD.NAME, cfg.METHOD.VIEWS = method, views
+    torch.manual_seed(0)
+    assert len(build_pretrain_transform(cfg)(_image())) == expected
+
+
+def test_return_weak_false_gives_the_two_aggressive_views():
+    cfg = _cfg(GRAY_PROB=1.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
+    torch.manual_seed(3)
+    both = _views_as_pil(cfg, True)(_image())
+    torch.manual_seed(3)
+    aggressive_only = _views_as_pil(cfg, False)(_image())
+    assert len(aggressive_only) == 2
+    assert _same(aggressive_only[0], both[2]) and _same(aggressive_only[1], both[3])
+
+
+def test_aggressive_view_is_grayscale_of_its_own_weak_view():
+    cfg = _cfg(GRAY_PROB=1.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        w1, w2, a1, a2 = _views_as_pil(cfg)(_image(seed=seed))
+        assert a1.mode == "RGB" and a1.size == w1.size
+        assert _same(a1, F.rgb_to_grayscale(w1, num_output_channels=3))
+        assert _same(a2, F.rgb_to_grayscale(w2, num_output_channels=3))
+        assert not _same(a1, F.rgb_to_grayscale(w2, num_output_channels=3))  # not the other view's crop
+
+
+def test_aggressive_view_equals_weak_view_when_t2_probabilities_are_zero():
+    cfg = _cfg(GRAY_PROB=0.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        w1, w2, a1, a2 = _views_as_pil(cfg)(_image(seed=seed))
+        assert _same(a1, w1) and _same(a2, w2)
+
+
+def test_aggressive_view_shares_crop_with_full_t2():
+    """With blur only, the aggressive view is a blur of the weak view, not of another crop."""
+    cfg = _cfg(GRAY_PROB=0.0, JITTER_PROB=0.0, BLUR_PROB=1.0, BLUR_SIGMA=[1.0, 1.0])
+    torch.manual_seed(0)
+    w1, w2, a1, a2 = _views_as_pil(cfg)(_image())
+    assert _same(a1, w1.filter(ImageFilter.GaussianBlur(radius=1.0)))
+    assert _same(a2, w2.filter(ImageFilter.GaussianBlur(radius=1.0)))
+
+
+def test_two_weak_views_differ():
+    torch.manual_seed(0)
+    w1, w2, _, _ = build_pretrain_transform(_cfg())(_image(64, 64))
+    assert not torch.equal(w1, w2)
+
+
+def test_views_are_reproducible_under_a_seed():
+    transform = build_pretrain_transform(_cfg())
+    torch.manual_seed(7)
+    first = transform(_image())
+    torch.manual_seed(7)
+    second = transform(_image())
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (17, 45), (96, 64)])
+def test_t2_keeps_size_and_mode(size):
+    cfg = _cfg(GRAY_PROB=0.5, JITTER_PROB=1.0, BLUR_PROB=1.0)
+    t2 = aggressive_transform(cfg)
+    torch.manual_seed(0)
+    for seed in range(5):
+        out = t2(_image(*size, seed=seed))
+        assert out.size == size and out.mode == "RGB"
+
+
+def test_weak_view_has_configured_size():
+    torch.manual_seed(0)
+    assert weak_transform(_cfg())(_image(100, 70)).size == (32, 32)
+
+
+def test_blur_sigma_drawn_within_range():
+    blur = GaussianBlur([0.1, 2.0])
+    torch.manual_seed(0)
+    sigmas = np.array([blur.sample_sigma() for _ in range(2000)])
+    assert sigmas.min() >= 0.1 and sigmas.max() <= 2.0
+    assert sigmas.min() < 0.2 and sigmas.max() > 1.9  # covers the range
+    with pytest.raises(ValueError):
+        GaussianBlur([0.0, 1.0])
+
+
+def test_blur_uses_the_sampled_sigma(monkeypatch):
+    seen = []
+    real = ImageFilter.GaussianBlur
+
+    def recording(radius):
+        seen.append(radius)
+        return real(radius=radius)
+
+    monkeypatch.setattr(ImageFilter, "GaussianBlur", recording)
+    blur = GaussianBlur([0.5, 1.5])
+    torch.manual_seed(0)
+    for _ in range(20):
+        blur(_image())
+    assert len(seen) == 20 and all(0.5 <= s <= 1.5 for s in seen)
+
+
+def test_normalized_tensor_uses_mean_and_std():
+    cfg = _cfg()
+    img = Image.new("RGB", (4, 4), (255, 0, 128))
+    out = to_normalized_tensor(cfg)(img)
+    expected = [(v / 255 - m) / s for v, m, s in zip((255, 0, 128), cfg.DATA.MEAN, cfg.DATA.STD)]
+    assert torch.allclose(out[:, 0, 0], torch.tensor(expected), atol=1e-6)
+
+
+@pytest.mark.parametrize("size,image", [(32, (32, 32)), (64, (80, 60)), (224, (300, 260))])
+def test_eval_transform_is_deterministic_with_right_shape(size, image):
+    cfg = _cfg()
+    cfg.DATA.IMAGE_SIZE = size
+    transform = eval_transform(cfg)
+    img = _image(*image)
+    first, second = transform(img), transform(img)
+    assert first.shape == (3, size, size) and torch.equal(first, second)
+
+
+def test_eval_transform_is_identity_resize_at_32px():
+    cfg = _cfg()
+    img = _image(32, 32)
+    assert torch.allclose(eval_transform(cfg)(img), to_normalized_tensor(cfg)(img))

@@ -1,0 +1,123 @@
+"""Tiny end-to-end pretraining runs on the digits data: every mode trains, logs, saves and resumes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pretrain.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from pretrain.config import load_config
+from pretrain.engine import Pretrainer
+from pretrain.evaluate import knn_from_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["MODEL.WIDTH", "4", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", "16", "MODEL.STEM", "imagenet",
+        "SOLVER.BATCH_SIZE", "64", "SOLVER.EPOCHS", "2", "SOLVER.MAX_STEPS", "0", "SOLVER.WARMUP_EPOCHS", "0", "DATA.NUM_WORKERS", "0",
+        "KNN.PERIOD", "1", "KNN.K", "20", "CHECKPOINT.PERIOD", "1", "CHECKPOINT.KEEP_LAST", "0",
+        "PROGRESS_BAR", "False", "LOG_PERIOD", "5", "DEVICE", "cpu"]
+
+
+def tiny_config(output_dir, *opts):
+    return load_config("digits_demo.yaml", TINY + ["OUTPUT_DIR", str(output_dir)] + list(opts))
+
+
+def _read_metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def _short_run(output_dir, *opts):
+    return tiny_config(output_dir, "SOLVER.MAX_STEPS", "3", "SOLVER.EPOCHS", "1", *opts)
+
+
+@pytest.mark.parametrize("opts", [
+    ("METHOD.NAME", "msr"),
+    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AA"),
+    ("METHOD.NAME", "simsiam", "METHOD.VIEWS", "AA"),
+    ("METHOD.NAME", "simsiam_msr", "SOLVER.OPTIMIZER", "lars"),
+    ("METHOD.NAME", "msr", "SOLVER.AMP", "bf16", "MODEL.CHANNELS_LAST", "True"),
+])
+def test_every_mode_trains_and_logs(tmp_path, opts):
+    cfg = _short_run(tmp_path / "run", *opts)
+    result = Pretrainer(cfg).train()
+    assert result["step"] == 3 and 0.0 <= result["knn_top1"] <= 100.0
+    records = _read_metrics(cfg.OUTPUT_DIR)
+    train = [r for r in records if "loss" in r]
+    assert train and all(k in train[-1] for k in ("loss", "loss_weak_aggressive", "loss_aggressive_aggressive",
+                                                    "beta", "tau", "lr", "images_per_s"))
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
+    for name in ("config.yaml", "log.txt"):
+        assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, name))
+    assert os.listdir(os.path.join(cfg.OUTPUT_DIR, "tensorboard"))
+
+
+def test_checkpoint_resume_continues_the_same_run(tmp_path):
+    """Stopping after epoch 1 and resuming gives bitwise the same weights as one uninterrupted run."""
+    full = Pretrainer(tiny_config(tmp_path / "full"))
+    full.train()
+
+    first = Pretrainer(tiny_config(tmp_path / "split"))
+    first.train_one_epoch()
+    path = first.save()
+    saved = load_checkpoint(path)
+    assert saved["step"] == first.steps_per_epoch and saved["epoch"] == 1
+    assert set(saved) >= {"model", "target", "optimizer", "scaler", "step", "epoch", "config", "rng"}
+
+    resumed = Pretrainer(tiny_config(tmp_path / "split"), resume=True)
+    assert resumed.state.step == first.steps_per_epoch
+    resumed.train()
+    assert resumed.state.step == full.state.step == 2 * first.steps_per_epoch
+    for (name, a), b in zip(full.state.online.state_dict().items(), resumed.state.online.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(full.state.target.state_dict().values(), resumed.state.target.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    cfg = _short_run(tmp_path / "run")
+    Pretrainer(cfg).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Pretrainer(cfg)
+
+
+def test_keep_last_prunes_old_checkpoints(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "SOLVER.EPOCHS", "3", "CHECKPOINT.KEEP_LAST", "2", "KNN.PERIOD", "0")
+    Pretrainer(cfg).train()
+    paths = list_checkpoints(cfg.OUTPUT_DIR)
+    assert len(paths) == 2 and paths[-1] == latest_checkpoint(cfg.OUTPUT_DIR)
+    assert not [n for n in os.listdir(cfg.OUTPUT_DIR) if ".tmp." in n]
+
+
+def test_wrong_and_corrupt_checkpoints_are_refused(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "moco.pth")
+    with pytest.raises(CheckpointError, match="not an MSR pretraining checkpoint"):
+        load_checkpoint(str(tmp_path / "moco.pth"))
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(str(tmp_path / "broken.pth"))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "missing.pth"))
+
+
+def test_standalone_knn_matches_the_monitor(tmp_path):
+    cfg = _short_run(tmp_path / "run")
+    result = Pretrainer(cfg).train()
+    path = latest_checkpoint(cfg.OUTPUT_DIR)
+    assert knn_from_checkpoint(path) == pytest.approx(result["knn_top1"])
+    assert 0.0 <= knn_from_checkpoint(path, which="target") <= 100.0
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "knn.py"), path], capture_output=True, text=True)
+    assert out.returncode == 0 and f"kNN top-1: {result['knn_top1']:.2f}" in out.stdout
+
+
+def test_pretrain_tool_runs_end_to_end(tmp_path):
+    out_dir = tmp_path / "cli"
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "pretrain.py"), "--cfg", "digits_demo.yaml", *TINY,
+           "SOLVER.MAX_STEPS", "2", "OUTPUT_DIR", str(out_dir)]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert latest_checkpoint(str(out_dir)).endswith("checkpoint_0000002.pth")
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr

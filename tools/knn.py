@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""kNN top-1 (k=200, T=0.1, cosine) of a pretraining checkpoint's encoder on its data set's test split.
+
+    python tools/knn.py CHECKPOINT [--cfg CONFIG] [--which online|target] [KEY VALUE ...]
+
+Without --cfg the config saved in the checkpoint is used; overrides (e.g. DATA.ROOT) apply on top.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pretrain.cli import add_common_arguments, run_main, strip_separator  # noqa: E402
+
+
+def main(args: argparse.Namespace) -> int:
+    from pretrain.evaluate import knn_from_checkpoint
+
+    top1 = knn_from_checkpoint(args.checkpoint, args.cfg, strip_separator(args.opts), args.which)
+    print(f"kNN top-1: {top1:.2f}")
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a checkpoint_*.pth written by tools/pretrain.py")
+    parser.add_argument("--cfg", default=None, help="config name or path (default: the one saved in the checkpoint)")
+    parser.add_argument("--which", choices=("online", "target"), default="online", help="encoder to evaluate")
+    add_common_arguments(parser)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sys.exit(run_main(main, args))

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Pretrain a ResNet with MSR (or a baseline) from a config.
+
+    python tools/pretrain.py --cfg in1k_200ep.yaml [--resume] [--dry-run] [KEY VALUE ...]
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pretrain.cli import add_common_arguments, dry_run_text, run_main, strip_separator  # noqa: E402
+from pretrain.config import load_config  # noqa: E402
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.cfg, strip_separator(args.opts))
+    if args.dry_run:
+        print(dry_run_text(cfg))
+        return 0
+    from pretrain.engine import Pretrainer
+
+    result = Pretrainer(cfg, resume=args.resume).train()
+    print(f"done: step {result['step']}, kNN top-1 {result['knn_top1']}")
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", default=None, help="config name in configs/pretrain/ or a path (default: digits demo)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and derived values, then exit")
+    add_common_arguments(parser)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sys.exit(run_main(main, args))
