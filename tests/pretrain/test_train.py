@@ -39,6 +39,7 @@ def _short_run(output_dir, *opts):
     ("METHOD.NAME", "simsiam", "METHOD.VIEWS", "AA"),
     ("METHOD.NAME", "simsiam_msr", "SOLVER.OPTIMIZER", "lars"),
     ("METHOD.NAME", "msr", "SOLVER.AMP", "bf16", "MODEL.CHANNELS_LAST", "True"),
+    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "SOLVER.AMP", "fp16"),
 ])
 def test_every_mode_trains_and_logs(tmp_path, opts):
     cfg = _short_run(tmp_path / "run", *opts)
