@@ -28,7 +28,8 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", default=None, help="config name in configs/pretrain/ or a path (default: digits demo)")
+    parser.add_argument("--cfg", default="digits_demo.yaml",
+                        help="config name in configs/pretrain/ or a path (default: digits_demo.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and derived values, then exit")
     add_common_arguments(parser)
