@@ -15,7 +15,7 @@ from .engine import NonFiniteLossError
 
 # Errors whose message already tells the user what is wrong and how to fix it.
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, NonFiniteLossError, FileExistsError, FileNotFoundError,
-               PermissionError, ValueError)
+               PermissionError)
 EXIT_USER_ERROR = 2
 
 

@@ -24,7 +24,7 @@ from . import distributed as comm
 from .augment import build_pretrain_transform
 from .checkpoint import (CHECKPOINT_KIND, FORMAT_VERSION, checkpoint_name, latest_checkpoint, load_checkpoint,
                          prune_checkpoints, restore_rng_states, rng_states, save_atomic)
-from .config import config_from_yaml_text, effective_lr
+from .config import ConfigError, config_from_yaml_text, effective_lr
 from .data import DatasetError, build_pretrain_dataset, num_classes
 from .evaluate import build_eval_loaders, make_loader
 from .knn import knn_top1
@@ -74,7 +74,7 @@ class StepSettings:
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto).")
+        raise ConfigError("DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto).")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -241,7 +241,7 @@ class Pretrainer:
         cfg = self.cfg
         world = comm.get_world_size()
         if cfg.SOLVER.BATCH_SIZE % world:
-            raise ValueError(f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} (global) is not divisible by the "
+            raise ConfigError(f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} (global) is not divisible by the "
                              f"{world} processes; choose a multiple of {world}.")
         dataset = build_pretrain_dataset(cfg, build_pretrain_transform(cfg))
         if len(dataset) < cfg.SOLVER.BATCH_SIZE:
@@ -294,7 +294,7 @@ class Pretrainer:
         ckpt = load_checkpoint(path, map_location=self.device)
         saved = config_from_yaml_text(ckpt["config"])
         if saved.METHOD.NAME != self.cfg.METHOD.NAME or saved.MODEL.BACKBONE != self.cfg.MODEL.BACKBONE:
-            raise ValueError(f"Cannot resume '{path}': it was trained with METHOD.NAME={saved.METHOD.NAME}, "
+            raise ConfigError(f"Cannot resume '{path}': it was trained with METHOD.NAME={saved.METHOD.NAME}, "
                              f"MODEL.BACKBONE={saved.MODEL.BACKBONE}, but this config says "
                              f"{self.cfg.METHOD.NAME}, {self.cfg.MODEL.BACKBONE}. Use the run's own config.yaml.")
         st = self.state
