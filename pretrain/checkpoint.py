@@ -29,8 +29,8 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint_{step:07d}.pth"
 
 
-def save_atomic(obj: dict, path: str) -> None:
-    """Write to a temporary file in the same folder, fsync it, then rename over ``path``.
+def _write_atomic(path: str, write) -> None:
+    """Call ``write(handle)`` on a temporary file in the same folder, fsync it, then rename over ``path``.
 
     A crash at any moment leaves either the old file or the new one, never a partial file.
     """
@@ -38,7 +38,7 @@ def save_atomic(obj: dict, path: str) -> None:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -50,6 +50,16 @@ def save_atomic(obj: dict, path: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def save_atomic(obj: dict, path: str) -> None:
+    """torch.save ``obj`` to ``path`` atomically."""
+    _write_atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def save_atomic_bytes(data: bytes, path: str) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    _write_atomic(path, lambda handle: handle.write(data))
 
 
 def list_checkpoints(output_dir: str) -> List[str]:

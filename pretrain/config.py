@@ -197,28 +197,31 @@ def _all_keys(node: CN, prefix: str = "") -> list:
     return keys
 
 
-def _unknown_key_error(key: str) -> ConfigError:
-    candidates = _all_keys(_C)
+def _unknown_key_error(key: str, defaults: Optional[CN] = None,
+                       defined_in: str = "pretrain/config.py") -> ConfigError:
+    candidates = _all_keys(_C if defaults is None else defaults)
     leaf = key.split(".")[-1].upper()
     same_leaf = [k for k in candidates if k.split(".")[-1] == leaf]  # right name, wrong section
     close = same_leaf or difflib.get_close_matches(key.upper(), candidates, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return ConfigError(f"Unknown config key '{key}'.{hint} Every valid key is defined, with a comment, "
-                       f"in pretrain/config.py.")
+                       f"in {defined_in}.")
 
 
-def _check_keys(data: dict, prefix: str = "") -> None:
+def _check_keys(data: dict, prefix: str = "", defaults: Optional[CN] = None,
+                defined_in: str = "pretrain/config.py") -> None:
+    """Reject keys absent from ``defaults`` (the pretraining defaults unless another tree is given)."""
     for name, value in data.items():
         full = prefix + name
-        node = _C
+        node = _C if defaults is None else defaults
         for part in full.split("."):
             if not isinstance(node, CN) or part not in node:
-                raise _unknown_key_error(full)
+                raise _unknown_key_error(full, defaults, defined_in)
             node = node[part]
         if isinstance(value, dict):
             if not isinstance(node, CN):
                 raise ConfigError(f"Config key '{full}' is a value, not a section; remove the nested keys under it.")
-            _check_keys(value, full + ".")
+            _check_keys(value, full + ".", defaults, defined_in)
         elif isinstance(node, float) and isinstance(value, int) and not isinstance(value, bool):
             data[name] = float(value)  # "SOLVER.BASE_LR 1" means 1.0
 
@@ -273,8 +276,9 @@ def _merge_dicts(base: dict, update: dict) -> dict:
     return merged
 
 
-def _merge(cfg: CN, data: dict, source: str) -> None:
-    _check_keys(data)
+def _merge(cfg: CN, data: dict, source: str, defaults: Optional[CN] = None,
+           defined_in: str = "pretrain/config.py") -> None:
+    _check_keys(data, "", defaults, defined_in)
     try:
         cfg.merge_from_other_cfg(CN(data))
     except (ValueError, TypeError, KeyError) as err:

@@ -19,6 +19,8 @@ ARCHITECTURES = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),  # for converting other projects' weights
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
 
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Linear evaluation (frozen encoder, linear classifier) of a pretraining checkpoint; prints test top-1/top-5.
+
+    python tools/lincls.py CHECKPOINT [--cfg moco_v2.yaml] [--resume] [--which online|target] [KEY VALUE ...]
+
+--cfg takes a bare name from configs/lincls/ (moco_v2.yaml, mean_shift.yaml, digits.yaml) or a path.
+Data set, image size and backbone come from the config saved in the checkpoint; DATA.ROOT and
+DATA.NUM_WORKERS overrides change where and how the data is read. Results go to OUTPUT_DIR
+(default <checkpoint dir>/lincls_<cfg name>_<step>).
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pretrain.cli import run_main, strip_separator  # noqa: E402
+
+
+def main(args: argparse.Namespace) -> int:
+    from transfer.lincls import run_linear_eval
+
+    result = run_linear_eval(args.checkpoint, args.cfg, strip_separator(args.opts), args.which, args.resume)
+    print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  "
+          f"(best top-1 {result['best_top1']:.2f}, {result['epochs']} epochs)  results in {result['output_dir']}")
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Trailing KEY VALUE pairs override the protocol; every key is "
+                                            "defined, with a comment, in transfer/lincls_config.py.")
+    parser.add_argument("checkpoint", help="a checkpoint_*.pth written by tools/pretrain.py")
+    parser.add_argument("--cfg", default="moco_v2.yaml",
+                        help="protocol name in configs/lincls/ or a path (default: moco_v2.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue the evaluation saved in OUTPUT_DIR")
+    parser.add_argument("--which", choices=("online", "target"), default="online", help="encoder to evaluate")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    # KEY VALUE overrides may come before or after the options (CHECKPOINT --cfg X KEY VALUE), so they are
+    # collected as the arguments argparse does not know rather than with a trailing REMAINDER.
+    args, extra = parser.parse_known_args(argv)
+    options = [item for item in extra if item.startswith("--") and item != "--"]
+    if options:
+        parser.error(f"unknown option(s) {' '.join(options)}; overrides are written KEY VALUE, e.g. LINCLS.EPOCHS 10")
+    args.opts = extra
+    return args
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sys.exit(run_main(main, args))

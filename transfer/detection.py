@@ -1,0 +1,310 @@
+"""Detectron2 side of the transfer: configs, an any-width ResNet backbone, weight checks and the trainer.
+
+Importing this module applies :mod:`transfer.d2compat` (a no-op on a complete Detectron2 install).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import pickle
+from typing import Dict, Iterable, List, Optional
+
+import torch
+
+from . import d2compat
+
+d2compat.apply()
+
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
+from detectron2.engine import DefaultTrainer  # noqa: E402
+from detectron2.evaluation import COCOEvaluator  # noqa: E402
+from detectron2.layers import ShapeSpec  # noqa: E402
+from detectron2.modeling import BACKBONE_REGISTRY  # noqa: E402
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool  # noqa: E402
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone  # noqa: E402
+
+from .convert import Backbone, source_encoder  # noqa: E402
+
+logger = logging.getLogger("detectron2.msr_transfer")  # under Detectron2's logger: printed and saved
+
+DET_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "det")
+CONFIG_ALIASES = {
+    "mask_rcnn_1x.yaml": "mask_rcnn_R50_FPN_1x.yaml",
+    "mask_rcnn_2x.yaml": "mask_rcnn_R50_FPN_2x.yaml",
+    "keypoint_rcnn_1x.yaml": "keypoint_rcnn_R50_FPN_1x.yaml",
+}
+SYNC_BN_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
+DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+
+
+class DetectionSetupError(ValueError):
+    """A detection config, data set or weights problem the user must fix; the message says how."""
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def add_transfer_config(cfg: CfgNode) -> None:
+    """Keys this project adds to Detectron2's config."""
+    cfg.MSR = CfgNode()
+    # Folder of the synthetic COCO-format data set used by DATASETS named synthetic_coco_* (written if missing).
+    cfg.MSR.SYNTHETIC_ROOT = "datasets/synthetic_coco"
+
+
+def resolve_det_config(name: str) -> str:
+    """A path, a file name in configs/det/, or a short alias such as mask_rcnn_1x.yaml."""
+    if os.path.isfile(name):
+        return name
+    base = CONFIG_ALIASES.get(name, CONFIG_ALIASES.get(name + ".yaml", name))
+    for candidate in (os.path.join(DET_CONFIG_DIR, base), os.path.join(DET_CONFIG_DIR, base + ".yaml")):
+        if os.path.isfile(candidate):
+            return candidate
+    available = sorted(list(CONFIG_ALIASES) + [f for f in os.listdir(DET_CONFIG_DIR) if not f.startswith("Base-")])
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise DetectionSetupError(f"Detection config '{name}' not found as a path or in configs/det/.{hint} "
+                              f"Available: {', '.join(available)}.")
+
+
+def _merge_overrides(cfg: CfgNode, opts: List[str]) -> None:
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError, ValueError) as err:
+        text = str(err)
+        key = next((k for k in opts[0::2] if k in text), None)
+        if key is None:
+            raise DetectionSetupError(f"Bad override: {text.strip()}") from None
+        keys = _all_keys(cfg)
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise DetectionSetupError(f"Bad override '{key}': {text.strip()}.{hint}") from None
+
+
+def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
+    out = []
+    for name, value in node.items():
+        out.extend(_all_keys(value, f"{prefix}{name}.") if isinstance(value, CfgNode) else [prefix + name])
+    return out
+
+
+def load_det_config(name: str, opts: Iterable[str] = (), world_size: int = 1) -> CfgNode:
+    """Detectron2 defaults + our keys + the config file + overrides; SyncBN becomes BN on one process."""
+    cfg = get_cfg()
+    add_transfer_config(cfg)
+    cfg.merge_from_file(resolve_det_config(name))
+    opts = list(opts)
+    if len(opts) % 2:
+        raise DetectionSetupError(f"Overrides come as KEY VALUE pairs; '{opts[-1]}' has no value.")
+    _merge_overrides(cfg, opts)
+    if world_size == 1:
+        for key in sync_bn_keys(cfg):
+            _set(cfg, key, "BN")
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def sync_bn_keys(cfg: CfgNode) -> List[str]:
+    """The norm keys of ``cfg`` that ask for SyncBN."""
+    return [key for key in SYNC_BN_KEYS if _get(cfg, key) == "SyncBN"]
+
+
+def _get(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _set(cfg: CfgNode, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+
+
+def set_backbone_shape(cfg: CfgNode, depth: str, width: int) -> None:
+    """Point MODEL.RESNETS at a torchvision-style ResNet of ``depth`` with ``width`` stem channels."""
+    cfg.MODEL.RESNETS.DEPTH = DEPTHS[depth]
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = width
+    bottleneck = DEPTHS[depth] >= 50
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = width * (4 if bottleneck else 1)
+    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = width
+    cfg.MODEL.RESNETS.NUM_GROUPS = 1
+
+
+# --------------------------------------------------------------------------------------------- backbone
+def build_any_width_resnet(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
+    """Detectron2's ResNet; for R18/R34 also with a stem width other than 64 (CPU-sized networks).
+
+    Detectron2's own builder insists on 64 channels for basic-block ResNets; the blocks themselves
+    work with any width, so build the stages here with the same rules (stride 2 from res3 on).
+    """
+    depth = cfg.MODEL.RESNETS.DEPTH
+    if depth >= 50 or cfg.MODEL.RESNETS.RES2_OUT_CHANNELS == 64:
+        return build_resnet_backbone(cfg, input_shape)
+    norm = cfg.MODEL.RESNETS.NORM
+    in_channels = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=in_channels, norm=norm)
+    out_channels = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS
+    stages = []
+    for index, blocks in enumerate({18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]):
+        first_stride = 1 if index == 0 else 2
+        stages.append(ResNet.make_stage(block_class=BasicBlock, num_blocks=blocks,
+                                        stride_per_block=[first_stride] + [1] * (blocks - 1),
+                                        in_channels=in_channels, out_channels=out_channels, norm=norm))
+        in_channels, out_channels = out_channels, out_channels * 2
+    return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+def build_msr_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
+    """ResNet-FPN like Detectron2's build_resnet_fpn_backbone, over :func:`build_any_width_resnet`."""
+    return FPN(bottom_up=build_any_width_resnet(cfg, input_shape), in_features=cfg.MODEL.FPN.IN_FEATURES,
+               out_channels=cfg.MODEL.FPN.OUT_CHANNELS, norm=cfg.MODEL.FPN.NORM, top_block=LastLevelMaxPool(),
+               fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+
+
+if "build_msr_resnet_fpn_backbone" not in BACKBONE_REGISTRY:
+    BACKBONE_REGISTRY.register(build_msr_resnet_fpn_backbone)
+
+
+# ------------------------------------------------------------------------------------ weights checks
+def read_d2_pickle(path: str) -> Dict[str, torch.Tensor]:
+    """The 'model' entry of a converted pickle, as tensors."""
+    with open(path, "rb") as handle:
+        data = pickle.load(handle)  # our own converter's output (plain dicts of numpy arrays)
+    if not isinstance(data, dict) or "model" not in data:
+        raise DetectionSetupError(f"'{path}' is not a Detectron2 weights pickle (no 'model' entry). Convert a "
+                                  f"pretraining checkpoint with tools/convert_to_d2.py first.")
+    return {k: torch.as_tensor(v) for k, v in data["model"].items()}
+
+
+def verify_conversion(backbone: Backbone, d2_weights: Dict[str, torch.Tensor], det_config: str = "mask_rcnn_1x.yaml",
+                      image_size: int = 96, seed: int = 0) -> Dict[str, float]:
+    """Max |difference| between Detectron2's res2..res5 (loaded with ``d2_weights``) and the source layer1..4.
+
+    Both networks run in eval mode (BatchNorm with running statistics) on the same random input.
+    """
+    cfg = load_det_config(det_config, world_size=1)
+    set_backbone_shape(cfg, backbone.depth, backbone.width)
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    d2_net = build_any_width_resnet(cfg, ShapeSpec(channels=3)).eval()
+    missing, unexpected = d2_net.load_state_dict(d2_weights, strict=False)
+    if missing or unexpected:
+        raise DetectionSetupError(f"Converted weights do not fit Detectron2's {backbone.depth}: missing "
+                                  f"{missing[:10]}, unexpected {unexpected[:10]}.")
+    source = source_encoder(backbone)
+    images = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ours = source.forward_stages(images)
+        theirs = d2_net(images)
+    return {f"res{i + 2}": (theirs[f"res{i + 2}"] - ours[f"layer{i + 1}"]).abs().max().item() for i in range(4)}
+
+
+def check_weights_fit(cfg: CfgNode) -> None:
+    """Refuse converted weights whose backbone shapes differ from the config's (Detectron2 would skip them)."""
+    path = cfg.MODEL.WEIGHTS
+    if not path or not path.endswith(".pkl") or not os.path.isfile(path):
+        if path and not path.startswith(("detectron2://", "http://", "https://", "catalog://")) \
+                and not os.path.isfile(path):
+            raise DetectionSetupError(f"MODEL.WEIGHTS '{path}' does not exist. Convert a pretraining checkpoint "
+                                      f"with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl.")
+        return
+    weights = read_d2_pickle(path)
+    expected = {k: tuple(v.shape) for k, v in build_any_width_resnet(cfg, ShapeSpec(channels=3)).state_dict().items()
+                if not k.endswith("num_batches_tracked")}
+    bad = [f"{k} {tuple(weights[k].shape)} vs {shape}" for k, shape in expected.items()
+           if k in weights and tuple(weights[k].shape) != shape]
+    missing = [k for k in expected if k not in weights]
+    if bad or missing:
+        width = weights.get("stem.conv1.weight")
+        found = f" (the weights have a stem of {width.shape[0]} channels)" if width is not None else ""
+        raise DetectionSetupError(
+            f"MODEL.WEIGHTS '{path}' does not fit the backbone of this config (MODEL.RESNETS.DEPTH "
+            f"{cfg.MODEL.RESNETS.DEPTH}, STEM_OUT_CHANNELS {cfg.MODEL.RESNETS.STEM_OUT_CHANNELS}, RES2_OUT_CHANNELS "
+            f"{cfg.MODEL.RESNETS.RES2_OUT_CHANNELS}){found}: {len(bad)} shape mismatch(es) {bad[:3]}, "
+            f"{len(missing)} missing key(s) {missing[:3]}. Detectron2 would silently skip these; set "
+            f"MODEL.RESNETS to the pretrained architecture.")
+
+
+# -------------------------------------------------------------------------------------------- trainer
+class DetectionTrainer(DefaultTrainer):
+    """Detectron2's trainer with COCO evaluation (the pure-Python path when the compiled ops are absent)."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=d2compat.has_compiled_ops(),
+                             kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+
+
+# ------------------------------------------------------------------------------------------ data sets
+COCO_LAYOUT = ("$DETECTRON2_DATASETS/coco/  (DETECTRON2_DATASETS defaults to ./datasets)\n"
+               "  annotations/instances_{train,val}2017.json\n"
+               "  annotations/person_keypoints_{train,val}2017.json\n"
+               "  train2017/*.jpg\n  val2017/*.jpg")
+
+
+def prepare_datasets(cfg: CfgNode) -> None:
+    """Register the synthetic data (writing it on first use) and check that other data sets are on disk."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    if any(name.startswith("synthetic_coco_") for name in names):
+        from .synthetic_coco import register_synthetic_coco, write_synthetic_coco
+
+        root = cfg.MSR.SYNTHETIC_ROOT
+        if not os.path.isfile(os.path.join(root, "annotations", "person_keypoints_val2017.json")):
+            logger.info(f"Writing the synthetic COCO-format data set to {root}")
+            write_synthetic_coco(root)
+        register_synthetic_coco(root)
+    for name in names:
+        if name not in DatasetCatalog.list():
+            close = difflib.get_close_matches(name, DatasetCatalog.list(), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise DetectionSetupError(f"Data set '{name}' is not registered with Detectron2.{hint}")
+        meta = MetadataCatalog.get(name)
+        for attribute in ("json_file", "image_root"):
+            path = meta.get(attribute, None)
+            if path and not os.path.exists(path):
+                raise DetectionSetupError(
+                    f"Data set '{name}' needs {path}, which does not exist. Detectron2 reads COCO from:\n"
+                    f"{COCO_LAYOUT}\nDownload COCO 2017 from https://cocodataset.org (train/val images and "
+                    f"annotations), unpack it in that layout and set DETECTRON2_DATASETS to the folder holding coco/.")
+
+
+# --------------------------------------------------------------------------------------------- running
+def setup(config: str, opts: Iterable[str] = (), args=None) -> CfgNode:
+    """The frozen config for this process, with logging set up, data sets registered and weights checked."""
+    from detectron2.engine import default_setup
+    from detectron2.utils import comm
+
+    asked_sync_bn = sync_bn_keys(load_det_config(config, opts, world_size=2))
+    cfg = load_det_config(config, opts, world_size=comm.get_world_size())
+    cfg.freeze()
+    if cfg.MODEL.DEVICE == "cpu":
+        # Denormal floats (gradients of tiny values) make x86 CPUs 5x slower on these models; flush them to 0.
+        torch.set_flush_denormal(True)
+    if args is not None:
+        default_setup(cfg, args)
+    if asked_sync_bn and comm.get_world_size() == 1:
+        logger.warning(f"One process: SyncBN needs several, so {', '.join(asked_sync_bn)} use BN instead "
+                       f"(batch statistics of this process only, which is what SyncBN over one process computes).")
+    prepare_datasets(cfg)
+    check_weights_fit(cfg)
+    return cfg
+
+
+def train_or_evaluate(cfg: CfgNode, resume: bool = False, eval_only: bool = False) -> dict:
+    """Fine-tune (resuming from OUTPUT_DIR's last checkpoint when asked) or only evaluate; returns COCO results."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    if eval_only:
+        model = DetectionTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        return DetectionTrainer.test(cfg, model)
+    trainer = DetectionTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    return trainer.train()

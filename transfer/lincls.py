@@ -1,0 +1,425 @@
+"""Linear evaluation of a pretrained encoder: a linear classifier on frozen, globally pooled features.
+
+The encoder of a pretraining checkpoint (online by default, or the EMA target) is frozen: its
+parameters get no gradient and it stays in eval mode, so BatchNorm uses (and never updates) its
+running statistics. Only a linear layer is trained, with SGD and a step learning-rate schedule.
+The data set, image size, normalisation and backbone come from the pretraining config saved in
+the checkpoint; the protocol (epochs, lr, milestones, feature normalisation, ...) from a
+``configs/lincls/`` file, see transfer/lincls_config.py.
+
+- Test features never depend on the classifier, so they are extracted once (eval transform) and
+  every epoch is evaluated on them (top-1 and top-5 on the held-out split).
+- ``LINCLS.CACHED_FEATURES``: training features are also extracted once, with the eval transform,
+  and the classifier trains on the cached tensors: much faster, but without training augmentation.
+- ``LINCLS.FEATURE_NORM l2_standardize`` (Mean Shift protocol): features are L2-normalised, then
+  standardised with the per-dimension mean and (population) std of the L2-normalised training
+  features, computed once without augmentation (eps 1e-5 added to the variance, as in BatchNorm);
+  the same statistics apply to train and test.
+  They are buffers of the classifier module, so they are saved with it.
+- Every epoch writes ``lincls_checkpoint.pth`` atomically (classifier, optimizer, scheduler, epoch,
+  best and last accuracy, RNG); ``resume=True`` continues it. Each epoch's shuffling and
+  augmentation are seeded from (SEED, epoch), so a resumed run ends where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Iterable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, RandomSampler
+from torchvision import transforms as T
+
+from pretrain.augment import eval_transform, to_normalized_tensor
+from pretrain.checkpoint import (CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_atomic)
+from pretrain.config import config_from_yaml_text, resolve_config_path
+from pretrain.data import build_eval_datasets, num_classes
+from pretrain.engine import MetricsWriter, resolve_device, seed_everything, setup_logging
+from pretrain.evaluate import load_encoder, make_loader
+
+from .lincls_config import CONFIG_DIR, load_lincls_config
+
+logger = logging.getLogger("pretrain.lincls")  # a child of the "pretrain" logger: same console and log.txt
+
+LINCLS_KIND = "msr_lincls"
+LINCLS_FORMAT_VERSION = 1
+LINCLS_CHECKPOINT = "lincls_checkpoint.pth"
+_AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# =================================================================================================
+# The classifier and its feature normalisation
+# =================================================================================================
+class LinearClassifier(nn.Module):
+    """Optional L2 + standardisation of the features (fixed buffers), then one linear layer.
+
+    The layer is initialised as in MoCo's linear evaluation: weights N(0, 0.01), zero bias.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, feature_norm: str = "none"):
+        super().__init__()
+        self.feature_norm = feature_norm
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("inv_std", torch.ones(in_dim))
+        self.fc = nn.Linear(in_dim, num_classes)
+        nn.init.normal_(self.fc.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    @torch.no_grad()
+    def set_statistics(self, train_features: torch.Tensor, eps: float = 1e-5) -> None:
+        """Per-dimension mean and population std of the L2-normalised training features.
+
+        As in BatchNorm, ``eps`` is added to the variance: a dimension that is constant (e.g. always 0
+        after a ReLU) on the un-augmented training images must not blow up when an augmented view
+        makes it non-zero (the L2-normalised value is at most 1, so it is scaled by at most 1/sqrt(eps)).
+        """
+        x = F.normalize(train_features.float(), dim=1)
+        self.mean.copy_(x.mean(dim=0))
+        self.inv_std.copy_(torch.rsqrt(x.var(dim=0, unbiased=False) + eps))
+
+    def normalize(self, features: torch.Tensor) -> torch.Tensor:
+        if self.feature_norm == "l2_standardize":
+            return (F.normalize(features, dim=1) - self.mean) * self.inv_std
+        return features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.normalize(features.float()))
+
+
+def build_optimizer(head: nn.Module, cfg) -> Tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+    """SGD over the classifier's parameters and the per-epoch step schedule (x GAMMA at each milestone)."""
+    lin = cfg.LINCLS
+    optimizer = torch.optim.SGD(head.parameters(), lr=lin.LR, momentum=lin.MOMENTUM, weight_decay=lin.WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(lin.MILESTONES), gamma=lin.GAMMA)
+    return optimizer, scheduler
+
+
+# =================================================================================================
+# Data
+# =================================================================================================
+def train_transform(pretrain_cfg, cfg):
+    """Training augmentation at the pretraining image size (PIL -> normalised tensor).
+
+    ``random_resized_crop``: RandomResizedCrop(IMAGE_SIZE, LINCLS.CROP_SCALE) + flip (MoCo v2 / Mean
+    Shift). ``pad_crop``: resize + centre crop to IMAGE_SIZE, then a random crop of the image padded by
+    LINCLS.CROP_PADDING + flip, the usual augmentation for 32 px data, where crops of 8 % of the
+    image would leave a few pixels. ``auto`` takes pad_crop below 64 px, random_resized_crop above.
+    ``none`` is the eval transform.
+    """
+    size, lin = pretrain_cfg.DATA.IMAGE_SIZE, cfg.LINCLS
+    kind = lin.TRAIN_AUG
+    if kind == "auto":
+        kind = "pad_crop" if size < 64 else "random_resized_crop"
+    if kind == "none":
+        return eval_transform(pretrain_cfg)
+    if kind == "pad_crop":
+        steps = [T.Resize(size), T.CenterCrop(size), T.RandomCrop(size, padding=lin.CROP_PADDING)]
+    else:
+        steps = [T.RandomResizedCrop(size, scale=tuple(lin.CROP_SCALE))]
+    return T.Compose(steps + [T.RandomHorizontalFlip(p=lin.FLIP_PROB), to_normalized_tensor(pretrain_cfg)])
+
+
+class TransformedDataset(Dataset):
+    """``(transform(image), label)`` over a dataset of ``(PIL image, label)`` items."""
+
+    def __init__(self, base: Dataset, transform):
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+# =================================================================================================
+# Configs and paths
+# =================================================================================================
+def pretrain_config_of(checkpoint: dict, cfg):
+    """The checkpoint's pretraining config; DATA.ROOT / DATA.NUM_WORKERS replaced where the lincls config sets them."""
+    pretrain_cfg = config_from_yaml_text(checkpoint["config"])
+    pretrain_cfg.defrost()
+    if cfg.DATA.ROOT:
+        pretrain_cfg.DATA.ROOT = cfg.DATA.ROOT
+    if cfg.DATA.NUM_WORKERS >= 0:
+        pretrain_cfg.DATA.NUM_WORKERS = cfg.DATA.NUM_WORKERS
+    pretrain_cfg.freeze()
+    return pretrain_cfg
+
+
+def default_output_dir(checkpoint_path: str, cfg_name_or_path: Optional[str], which: str = "online") -> str:
+    """``<checkpoint dir>/lincls_<cfg name>_<step>`` (``_target`` appended for the EMA target encoder).
+
+    The step (or the file name) is part of the folder so that several checkpoints of one run can be
+    evaluated side by side.
+    """
+    cfg_name = os.path.splitext(os.path.basename(cfg_name_or_path))[0] if cfg_name_or_path else "default"
+    stem = os.path.splitext(os.path.basename(checkpoint_path))[0]
+    match = re.fullmatch(r"checkpoint_(\d+)", stem)
+    name = f"lincls_{cfg_name}_{match.group(1) if match else stem}" + ("_target" if which == "target" else "")
+    return os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), name)
+
+
+def load_lincls_checkpoint(path: str, map_location="cpu") -> dict:
+    """A lincls_checkpoint.pth (weights_only loading), or a CheckpointError that says what is wrong."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, not a torch file, or one that needs unsafe unpickling
+        raise CheckpointError(f"Could not read the linear-evaluation checkpoint '{path}': {err.__class__.__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}. Delete it (or its folder) and run "
+                              f"again without --resume.") from None
+    if not isinstance(state, dict) or state.get("kind") != LINCLS_KIND:
+        raise CheckpointError(f"'{path}' is not a linear-evaluation checkpoint (kind '{LINCLS_KIND}'); "
+                              f"choose another OUTPUT_DIR.")
+    return state
+
+
+# =================================================================================================
+# The evaluator
+# =================================================================================================
+class LinearEvaluator:
+    """Loads a pretraining checkpoint, then trains and evaluates a linear classifier on its frozen encoder."""
+
+    def __init__(self, checkpoint_path: str, cfg_name_or_path: Optional[str] = None, opts: Iterable[str] = (),
+                 which: str = "online", resume: bool = False):
+        if which not in ("online", "target"):
+            raise ValueError(f"which must be 'online' or 'target', got {which!r}")
+        cfg_path = resolve_config_path(cfg_name_or_path, CONFIG_DIR) if cfg_name_or_path else None
+        self.cfg = cfg = load_lincls_config(cfg_path, opts)
+        self.checkpoint_path = checkpoint_path
+        self.which = which
+        checkpoint = load_checkpoint(checkpoint_path)
+        self.pretrain_cfg = pcfg = pretrain_config_of(checkpoint, cfg)
+        self.output_dir = cfg.OUTPUT_DIR or default_output_dir(checkpoint_path, cfg_path, which)
+        self.device = resolve_device(cfg.DEVICE)
+        resume_path = self._prepare_output_dir(resume)
+        setup_logging(self.output_dir, True)
+        seed_everything(cfg.SEED)
+
+        self.encoder = load_encoder(checkpoint, pcfg, which)
+        del checkpoint
+        self.channels_last = bool(pcfg.MODEL.CHANNELS_LAST)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.encoder = self.encoder.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
+        self.amp_dtype = _AMP_DTYPES[cfg.LINCLS.AMP]
+        self.num_classes = num_classes(pcfg)
+        self.head = LinearClassifier(self.encoder.out_dim, self.num_classes, cfg.LINCLS.FEATURE_NORM).to(self.device)
+        self.optimizer, self.scheduler = build_optimizer(self.head, cfg)
+        self.train_images, self.test_images = build_eval_datasets(pcfg, None)  # PIL images; transforms added below
+        self.epoch = 0
+        self.best_top1 = 0.0
+        self.last = {}
+        self._train_features = None
+        self._test_features = None
+        logger.info(f"Linear evaluation of {checkpoint_path} ({which} encoder, {pcfg.MODEL.BACKBONE} width "
+                    f"{pcfg.MODEL.WIDTH}, {self.encoder.out_dim}-d features) on {pcfg.DATA.NAME}: "
+                    f"{len(self.train_images)} train / {len(self.test_images)} test images, "
+                    f"{self.num_classes} classes, "
+                    f"{cfg.LINCLS.EPOCHS} epochs, lr {cfg.LINCLS.LR:g}, milestones {list(cfg.LINCLS.MILESTONES)}, "
+                    f"wd {cfg.LINCLS.WEIGHT_DECAY:g}, features {cfg.LINCLS.FEATURE_NORM}, "
+                    f"{'cached features (no training augmentation)' if cfg.LINCLS.CACHED_FEATURES else 'augmented'}, "
+                    f"device {self.device}; output in {self.output_dir}")
+        if resume_path:
+            self.load(resume_path)
+        elif cfg.LINCLS.FEATURE_NORM == "l2_standardize":
+            self.head.set_statistics(self.train_features()[0])
+        self.metrics = MetricsWriter(self.output_dir, True)
+
+    # ----------------------------------------------------------------------------------- setup
+    @property
+    def checkpoint_file(self) -> str:
+        return os.path.join(self.output_dir, LINCLS_CHECKPOINT)
+
+    def _prepare_output_dir(self, resume: bool) -> Optional[str]:
+        existing = os.path.isfile(self.checkpoint_file)
+        if existing and not resume:
+            raise FileExistsError(
+                f"OUTPUT_DIR '{self.output_dir}' already holds a linear evaluation ({LINCLS_CHECKPOINT}). Pass "
+                f"--resume to continue it, or choose another OUTPUT_DIR; nothing was overwritten.")
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(f"# linear evaluation of {os.path.abspath(self.checkpoint_path)} ({self.which} encoder); "
+                         f"data and backbone: pretrain_config.yaml\n" + self.cfg.dump())
+        with open(os.path.join(self.output_dir, "pretrain_config.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(self.pretrain_cfg.dump())
+        return self.checkpoint_file if existing else None
+
+    # -------------------------------------------------------------------------------- features
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                             enabled=self.amp_dtype is not None):
+            return self.encoder(images).float()
+
+    def _extract(self, dataset: Dataset, desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Features (CPU, float32) and labels of ``dataset`` with the eval transform, in order."""
+        cfg = self.cfg
+        loader = make_loader(TransformedDataset(dataset, eval_transform(self.pretrain_cfg)),
+                             cfg.LINCLS.FEATURE_BATCH_SIZE, self.pretrain_cfg.DATA.NUM_WORKERS, self.device)
+        self.encoder.eval()
+        feats, labels = [], []
+        progress = _progress(len(loader), desc, cfg.PROGRESS_BAR)
+        tic = time.perf_counter()
+        for images, targets in loader:
+            feats.append(self._encode(images).cpu())
+            labels.append(torch.as_tensor(targets))
+            progress.update(1)
+        progress.close()
+        out = torch.cat(feats), torch.cat(labels).long()
+        logger.info(f"Extracted {desc} ({out[0].shape[0]} x {out[0].shape[1]}) in {time.perf_counter() - tic:.1f} s")
+        return out
+
+    def train_features(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Training features without augmentation (cached mode and standardisation statistics)."""
+        if self._train_features is None:
+            self._train_features = self._extract(self.train_images, "train features")
+        return self._train_features
+
+    def test_features(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self._test_features is None:
+            self._test_features = self._extract(self.test_images, "test features")
+        return self._test_features
+
+    # ----------------------------------------------------------------------------------- train
+    def _epoch_batches(self, seed: int):
+        """(number of batches, iterator of (features, labels)) for one training epoch."""
+        cfg = self.cfg
+        batch_size = cfg.LINCLS.BATCH_SIZE
+        if cfg.LINCLS.CACHED_FEATURES:
+            feats, labels = self.train_features()
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+            chunks = order.split(batch_size)
+            return len(chunks), ((feats[idx], labels[idx]) for idx in chunks)
+        dataset = TransformedDataset(self.train_images, train_transform(self.pretrain_cfg, cfg))
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        loader = make_loader(dataset, batch_size, self.pretrain_cfg.DATA.NUM_WORKERS, self.device, sampler=sampler,
+                             seed=seed)
+        return len(loader), ((self._encode(images), torch.as_tensor(targets)) for images, targets in loader)
+
+    def train_one_epoch(self) -> dict:
+        """One epoch of SGD on the classifier, then the test evaluation; returns the epoch's record."""
+        cfg = self.cfg
+        epoch_seed = cfg.SEED * 100_003 + self.epoch
+        seed_everything(epoch_seed)  # main-process augmentation (DATA.NUM_WORKERS 0) depends only on (SEED, epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        total, batches = self._epoch_batches(epoch_seed)
+        self.encoder.eval()
+        self.head.train()
+        progress = _progress(total, f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}", cfg.PROGRESS_BAR)
+        tic = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for feats, labels in batches:
+            feats, labels = feats.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            logits = self.head(feats)
+            loss = F.cross_entropy(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * labels.numel()
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+            seen += labels.numel()
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+        progress.close()
+        self.scheduler.step()
+        self.epoch += 1
+        top1, top5 = self.evaluate()
+        self.best_top1 = max(self.best_top1, top1)
+        self.last = {"top1": top1, "top5": top5}
+        record = {"step": self.epoch, "epoch": self.epoch, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+                  "train_top1": 100.0 * correct / max(seen, 1), "test_top1": top1, "test_top5": top5,
+                  "best_top1": self.best_top1, "epoch_time_s": time.perf_counter() - tic}
+        self.metrics.write(record)
+        logger.info(f"lincls epoch {self.epoch}/{cfg.LINCLS.EPOCHS}: lr {lr:.4g} loss {record['train_loss']:.4f} "
+                    f"train top-1 {record['train_top1']:.2f} | test top-1 {top1:.2f} top-5 {top5:.2f} "
+                    f"(best top-1 {self.best_top1:.2f}) [{record['epoch_time_s']:.1f} s]")
+        return record
+
+    @torch.no_grad()
+    def evaluate(self) -> Tuple[float, float]:
+        """Top-1 and top-5 accuracy (percent) on the test split; top-5 is 100 with fewer than 5 classes."""
+        feats, labels = self.test_features()
+        self.head.eval()
+        k = min(5, self.num_classes)
+        correct1 = correct5 = 0
+        for start in range(0, len(labels), self.cfg.LINCLS.FEATURE_BATCH_SIZE):
+            stop = start + self.cfg.LINCLS.FEATURE_BATCH_SIZE
+            logits = self.head(feats[start:stop].to(self.device))
+            target = labels[start:stop].to(self.device)
+            topk = logits.topk(k, dim=1).indices
+            correct1 += (topk[:, 0] == target).sum().item()
+            correct5 += (topk == target[:, None]).any(dim=1).sum().item()
+        return 100.0 * correct1 / len(labels), 100.0 * correct5 / len(labels)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def checkpoint_dict(self) -> dict:
+        return {"kind": LINCLS_KIND, "format_version": LINCLS_FORMAT_VERSION, "head": self.head.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "epoch": self.epoch, "best_top1": self.best_top1, "last": dict(self.last),
+                "config": self.cfg.dump(), "pretrain_checkpoint": os.path.abspath(self.checkpoint_path),
+                "which": self.which, "rng": rng_states()}
+
+    def save(self) -> str:
+        save_atomic(self.checkpoint_dict(), self.checkpoint_file)
+        return self.checkpoint_file
+
+    def load(self, path: str) -> None:
+        state = load_lincls_checkpoint(path, map_location=self.device)
+        if state["which"] != self.which:
+            raise CheckpointError(f"'{path}' evaluates the {state['which']} encoder, not the {self.which} one; "
+                                  f"pass --which {state['which']} or choose another OUTPUT_DIR.")
+        if os.path.abspath(self.checkpoint_path) != state["pretrain_checkpoint"]:
+            logger.warning(f"Resuming a linear evaluation started on {state['pretrain_checkpoint']} with "
+                           f"{os.path.abspath(self.checkpoint_path)}.")
+        try:
+            self.head.load_state_dict(state["head"])
+        except RuntimeError as err:
+            raise CheckpointError(f"'{path}' holds a classifier that does not fit this encoder/data set "
+                                  f"({str(err).splitlines()[0]}); choose another OUTPUT_DIR.") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.best_top1, self.last = state["epoch"], state["best_top1"], dict(state["last"])
+        restore_rng_states(state["rng"])
+        logger.info(f"Resumed linear evaluation from {path} after epoch {self.epoch}")
+
+    # ------------------------------------------------------------------------------------- run
+    def run(self) -> dict:
+        """Train until LINCLS.EPOCHS (checkpointing every epoch); returns the final accuracies."""
+        tic = time.perf_counter()
+        while self.epoch < self.cfg.LINCLS.EPOCHS:
+            self.train_one_epoch()
+            self.save()
+        if not self.last:  # EPOCHS lowered below a resumed run's epoch count: evaluate what there is
+            top1, top5 = self.evaluate()
+            self.last = {"top1": top1, "top5": top5}
+        self.metrics.close()
+        result = {"top1": self.last["top1"], "top5": self.last["top5"], "best_top1": self.best_top1,
+                  "epochs": self.epoch, "output_dir": self.output_dir, "time_s": time.perf_counter() - tic}
+        logger.info(f"Linear evaluation done: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f} "
+                    f"(best top-1 {result['best_top1']:.2f}) after {self.epoch} epochs")
+        return result
+
+
+def run_linear_eval(checkpoint_path: str, cfg_name_or_path: Optional[str] = "moco_v2.yaml", opts: Iterable[str] = (),
+                    which: str = "online", resume: bool = False) -> dict:
+    """Linear evaluation of a pretraining checkpoint with a protocol of configs/lincls/ (name or path).
+
+    Returns {"top1", "top5", "best_top1", "epochs", "output_dir", "time_s"} (accuracies in percent, on
+    the test split, after the last epoch). Raises ConfigError, CheckpointError, DatasetError or
+    FileExistsError (an OUTPUT_DIR holding an evaluation, without ``resume``) with a message for the user.
+    """
+    return LinearEvaluator(checkpoint_path, cfg_name_or_path, opts, which, resume).run()
