@@ -112,17 +112,22 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """Load one of this project's pretraining checkpoints safely, or explain what is wrong."""
+def read_checkpoint_file(path: str, map_location="cpu"):
+    """``torch.load(weights_only=True)`` of ``path``, or a CheckpointError for a missing or unreadable file."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint '{path}' does not exist. Pass the path of a checkpoint_*.pth "
-                              f"file written by tools/pretrain.py (they live in its OUTPUT_DIR).")
+        raise CheckpointError(f"Checkpoint '{path}' does not exist. Pass the path of a checkpoint file written by "
+                              f"this project's tools (they live in the run's OUTPUT_DIR).")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated file, not a torch file, or one that needs unsafe unpickling
         raise CheckpointError(f"Could not read checkpoint '{path}': {err.__class__.__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}. The file is corrupt, truncated "
                               f"or not a checkpoint of this project; use an earlier checkpoint.") from None
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load one of this project's pretraining checkpoints safely, or explain what is wrong."""
+    state = read_checkpoint_file(path, map_location)
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
         found = state.get("kind", "no 'kind' entry") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"'{path}' is not an MSR pretraining checkpoint of this project (found {found}). "

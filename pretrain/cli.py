@@ -21,8 +21,15 @@ EXIT_USER_ERROR = 2
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    parser.add_argument("opts", nargs=argparse.REMAINDER,
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
                         help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.05 OUTPUT_DIR runs/a")
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse options and KEY VALUE overrides in any order (``CHECKPOINT --cfg X KEY VALUE`` or ``KEY VALUE --cfg X``)."""
+    args = parser.parse_intermixed_args(argv)
+    args.opts = strip_separator(args.opts)
+    return args
 
 
 def run_main(main: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -68,13 +68,18 @@ def run_demo(output_root: str = "output/demo", extra_opts: Tuple[str, ...] = ())
 
 
 def format_table(results: dict) -> str:
+    """Markdown table of the representations, then the kNN curve of each run."""
     rows = results["rows"]
-    lines = ["| representation (digits test split, kNN k=200 T=0.1) | kNN top-1 | steps | time |",
-             "|---|---|---|---|",
-             f"| raw pixels (32x32, reference) | {results['raw_pixels']:.1f} | - | - |",
-             f"| same network at initialisation | {rows[0]['knn_init']:.1f} | 0 | - |"]
+    linear = all("linear_top1" in row for row in rows)  # added by the full demo
+    header = ["representation (digits test split)", "kNN top-1 (k=200, T=0.1)"] + (["linear top-1"] if linear else [])
+    table = [["raw pixels (32x32, reference)", f"{results['raw_pixels']:.1f}"] + (["-"] if linear else []) + ["-", "-"],
+             ["same network at initialisation", f"{rows[0]['knn_init']:.1f}"] + (["-"] if linear else []) + ["0", "-"]]
     for row in rows:
-        lines.append(f"| {row['method']} | {row['knn_final']:.1f} | {row['steps']} | {row['seconds']:.0f} s |")
+        table.append([row["method"], f"{row['knn_final']:.1f}"] + ([f"{row['linear_top1']:.1f}"] if linear else [])
+                     + [str(row["steps"]), f"{row['seconds']:.0f} s"])
+    header += ["steps", "time"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table]
     lines.append("")
     for row in rows:
         curve = " -> ".join(f"{top1:.1f}" for _, top1 in row["curve"])

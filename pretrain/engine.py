@@ -155,8 +155,9 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 class MetricsWriter:
     """Appends JSON lines to metrics.jsonl and mirrors scalars to TensorBoard (main process only)."""
 
-    def __init__(self, output_dir: str, enabled: bool):
+    def __init__(self, output_dir: str, enabled: bool, tag_prefix: str = "pretrain"):
         self.enabled = enabled
+        self.tag_prefix = tag_prefix
         self.path = os.path.join(output_dir, "metrics.jsonl")
         self.tensorboard = None
         if enabled:
@@ -170,7 +171,7 @@ class MetricsWriter:
             handle.write(json.dumps(record) + "\n")
         for key, value in record.items():
             if key not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
-                self.tensorboard.add_scalar(f"pretrain/{key}", value, record["step"])
+                self.tensorboard.add_scalar(f"{self.tag_prefix}/{key}", value, record["step"])
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -323,7 +324,7 @@ class Pretrainer:
         cfg, st, s = self.cfg, self.state, self.settings
         self.sampler.set_epoch(st.epoch)
         steps = min(self.steps_per_epoch, s.total_steps - st.step)
-        progress = _progress(steps, f"epoch {st.epoch}", cfg.PROGRESS_BAR and self.is_main)
+        progress = progress_bar(steps, f"epoch {st.epoch}", cfg.PROGRESS_BAR and self.is_main)
         st.online.train()
         if st.target is not None:
             st.target.train()
@@ -363,6 +364,7 @@ class Pretrainer:
         return {"step": st.step, "knn_top1": top1}
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar that disappears when done (or does nothing when disabled)."""
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)

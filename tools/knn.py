@@ -12,13 +12,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.cli import add_common_arguments, run_main, strip_separator  # noqa: E402
+from pretrain.cli import add_common_arguments, parse_tool_args, run_main  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> int:
     from pretrain.evaluate import knn_from_checkpoint
 
-    top1 = knn_from_checkpoint(args.checkpoint, args.cfg, strip_separator(args.opts), args.which)
+    top1 = knn_from_checkpoint(args.checkpoint, args.cfg, args.opts, args.which)
     print(f"kNN top-1: {top1:.2f}")
     return 0
 
@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cfg", default=None, help="config name or path (default: the one saved in the checkpoint)")
     parser.add_argument("--which", choices=("online", "target"), default="online", help="encoder to evaluate")
     add_common_arguments(parser)
-    return parser.parse_args(argv)
+    return parse_tool_args(parser, argv)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.cli import run_main, strip_separator  # noqa: E402
+from pretrain.cli import add_common_arguments, parse_tool_args, run_main  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> int:
     from transfer.lincls import run_linear_eval
 
-    result = run_linear_eval(args.checkpoint, args.cfg, strip_separator(args.opts), args.which, args.resume)
+    result = run_linear_eval(args.checkpoint, args.cfg, args.opts, args.which, args.resume)
     print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  "
           f"(best top-1 {result['best_top1']:.2f}, {result['epochs']} epochs)  results in {result['output_dir']}")
     return 0
@@ -36,15 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="protocol name in configs/lincls/ or a path (default: moco_v2.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue the evaluation saved in OUTPUT_DIR")
     parser.add_argument("--which", choices=("online", "target"), default="online", help="encoder to evaluate")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    # KEY VALUE overrides may come before or after the options (CHECKPOINT --cfg X KEY VALUE), so they are
-    # collected as the arguments argparse does not know rather than with a trailing REMAINDER.
-    args, extra = parser.parse_known_args(argv)
-    options = [item for item in extra if item.startswith("--") and item != "--"]
-    if options:
-        parser.error(f"unknown option(s) {' '.join(options)}; overrides are written KEY VALUE, e.g. LINCLS.EPOCHS 10")
-    args.opts = extra
-    return args
+    add_common_arguments(parser)
+    return parse_tool_args(parser, argv)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.cli import add_common_arguments, dry_run_text, run_main, strip_separator  # noqa: E402
+from pretrain.cli import add_common_arguments, dry_run_text, parse_tool_args, run_main  # noqa: E402
 from pretrain.config import load_config  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.cfg, strip_separator(args.opts))
+    cfg = load_config(args.cfg, args.opts)
     if args.dry_run:
         print(dry_run_text(cfg))
         return 0
@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and derived values, then exit")
     add_common_arguments(parser)
-    return parser.parse_args(argv)
+    return parse_tool_args(parser, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.cli import run_main  # noqa: E402
+from pretrain.cli import EXIT_USER_ERROR, add_common_arguments, parse_tool_args, run_main  # noqa: E402
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -27,6 +27,18 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    from transfer.detection import DetectionSetupError
+
+    try:
+        return _main(args)
+    except DetectionSetupError as err:  # config, data or weights problem: one paragraph, exit 2 (--debug: traceback)
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _main(args: argparse.Namespace) -> int:
     from transfer.detection import DetectionSetupError, resolve_det_config
 
     args.config_file = resolve_det_config(args.config)  # read by Detectron2's default_setup for its log
@@ -52,11 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dist-url", default="auto", help="rendezvous URL, e.g. tcp://HOST:PORT for several machines")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
     parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="Detectron2 config overrides as KEY VALUE pairs")
-    args = parser.parse_args(argv)
-    args.opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
-    return args
+    add_common_arguments(parser)
+    return parse_tool_args(parser, argv)
 
 
 if __name__ == "__main__":

@@ -307,4 +307,5 @@ def train_or_evaluate(cfg: CfgNode, resume: bool = False, eval_only: bool = Fals
         return DetectionTrainer.test(cfg, model)
     trainer = DetectionTrainer(cfg)
     trainer.resume_or_load(resume=resume)
-    return trainer.train()
+    results = trainer.train()  # Detectron2 returns the results only when TEST.EXPECTED_RESULTS is set
+    return results if results is not None else getattr(trainer, "_last_eval_results", {})

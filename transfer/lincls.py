@@ -36,10 +36,11 @@ from torch.utils.data import Dataset, RandomSampler
 from torchvision import transforms as T
 
 from pretrain.augment import eval_transform, to_normalized_tensor
-from pretrain.checkpoint import (CheckpointError, load_checkpoint, restore_rng_states, rng_states, save_atomic)
+from pretrain.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_file, restore_rng_states, rng_states,
+                                 save_atomic)
 from pretrain.config import config_from_yaml_text, resolve_config_path
 from pretrain.data import build_eval_datasets, num_classes
-from pretrain.engine import MetricsWriter, resolve_device, seed_everything, setup_logging
+from pretrain.engine import MetricsWriter, progress_bar, resolve_device, seed_everything, setup_logging
 from pretrain.evaluate import load_encoder, make_loader
 
 from .lincls_config import CONFIG_DIR, load_lincls_config
@@ -139,11 +140,6 @@ class TransformedDataset(Dataset):
         return self.transform(image), label
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
-
-
 # =================================================================================================
 # Configs and paths
 # =================================================================================================
@@ -174,12 +170,7 @@ def default_output_dir(checkpoint_path: str, cfg_name_or_path: Optional[str], wh
 
 def load_lincls_checkpoint(path: str, map_location="cpu") -> dict:
     """A lincls_checkpoint.pth (weights_only loading), or a CheckpointError that says what is wrong."""
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated, not a torch file, or one that needs unsafe unpickling
-        raise CheckpointError(f"Could not read the linear-evaluation checkpoint '{path}': {err.__class__.__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}. Delete it (or its folder) and run "
-                              f"again without --resume.") from None
+    state = read_checkpoint_file(path, map_location)
     if not isinstance(state, dict) or state.get("kind") != LINCLS_KIND:
         raise CheckpointError(f"'{path}' is not a linear-evaluation checkpoint (kind '{LINCLS_KIND}'); "
                               f"choose another OUTPUT_DIR.")
@@ -235,7 +226,7 @@ class LinearEvaluator:
             self.load(resume_path)
         elif cfg.LINCLS.FEATURE_NORM == "l2_standardize":
             self.head.set_statistics(self.train_features()[0])
-        self.metrics = MetricsWriter(self.output_dir, True)
+        self.metrics = MetricsWriter(self.output_dir, True, tag_prefix="lincls")
 
     # ----------------------------------------------------------------------------------- setup
     @property
@@ -272,7 +263,7 @@ class LinearEvaluator:
                              cfg.LINCLS.FEATURE_BATCH_SIZE, self.pretrain_cfg.DATA.NUM_WORKERS, self.device)
         self.encoder.eval()
         feats, labels = [], []
-        progress = _progress(len(loader), desc, cfg.PROGRESS_BAR)
+        progress = progress_bar(len(loader), desc, cfg.PROGRESS_BAR)
         tic = time.perf_counter()
         for images, targets in loader:
             feats.append(self._encode(images).cpu())
@@ -319,7 +310,7 @@ class LinearEvaluator:
         total, batches = self._epoch_batches(epoch_seed)
         self.encoder.eval()
         self.head.train()
-        progress = _progress(total, f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}", cfg.PROGRESS_BAR)
+        progress = progress_bar(total, f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}", cfg.PROGRESS_BAR)
         tic = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for feats, labels in batches:
