@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# pip prints a warning per package for this machine's unused local index folders; hide only those lines.
-PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+# pip prints a warning per package for this machine's unused local index folders; hide only those lines
+# (grep finding nothing to print is fine; a pip failure still fails the pipeline through pipefail).
+PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: install demo test clean
 
@@ -24,7 +25,7 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-# Pretrain on the embedded digits data and print the results table.
+# The whole pipeline on embedded data (digits pretraining -> evaluation -> Detectron2 on synthetic COCO).
 demo: install
 	$(PY) tools/demo.py
 

@@ -14,7 +14,7 @@ from transfer.synthetic_coco import (COCO_KEYPOINT_FLIP_MAP, COCO_PERSON_KEYPOIN
                                      register_synthetic_coco, synthetic_coco_dataset_names,
                                      write_synthetic_coco)
 
-pycocotools_coco = pytest.importorskip("pycocotools.coco")
+import pycocotools.coco as pycocotools_coco
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPLITS = ("train2017", "val2017")
@@ -211,13 +211,11 @@ def test_cli(tmp_path):
 
 
 def _detectron2():
-    try:
-        from transfer import d2compat
+    from transfer import d2compat
 
-        d2compat.apply()
-        from detectron2.data import DatasetCatalog, MetadataCatalog
-    except ImportError as exc:  # pragma: no cover - detectron2 is part of the test install
-        pytest.skip(f"detectron2 not importable: {exc}")
+    d2compat.apply()
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
     return DatasetCatalog, MetadataCatalog
 
 
