@@ -16,12 +16,14 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from .errors import UserError
+
 CHECKPOINT_KIND = "msr_pretrain"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint_(\d{7})\.pth$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message says why and what to do."""
 
 

@@ -8,14 +8,12 @@ from typing import Callable, Sequence
 
 import yaml
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, derived_values
-from .data import KNOWN_TRAIN_SIZES, DatasetError
-from .engine import NonFiniteLossError
+from .config import derived_values
+from .data import KNOWN_TRAIN_SIZES
+from .errors import UserError
 
 # Errors whose message already tells the user what is wrong and how to fix it.
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, NonFiniteLossError, FileExistsError, FileNotFoundError,
-               PermissionError)
+USER_ERRORS = (UserError, FileExistsError, FileNotFoundError, PermissionError)
 EXIT_USER_ERROR = 2
 
 

@@ -14,6 +14,8 @@ from typing import Iterable, Optional
 import yaml
 from yacs.config import CfgNode as CN
 
+from .errors import UserError
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain")
 BASE_KEY = "_BASE_"
 
@@ -180,7 +182,7 @@ CHOICES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override the user must fix; the message says how."""
 
 

@@ -30,6 +30,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from .errors import UserError
+
 # -- digits split, fixed so that every run (and --dry-run) sees the same images ------------------
 DIGITS_NUM_IMAGES = 1797
 DIGITS_TEST_FRACTION = 0.25
@@ -52,7 +54,7 @@ FOLDER_DATASETS = ("tiny_imagenet", "imagenet100", "imagenet")
 TINY_DIR = "tiny-imagenet-200"
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset problem the user must fix (missing or malformed data); the message says how."""
 
 

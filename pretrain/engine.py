@@ -22,10 +22,20 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import distributed as comm
 from .augment import build_pretrain_transform
-from .checkpoint import (CHECKPOINT_KIND, FORMAT_VERSION, checkpoint_name, latest_checkpoint, load_checkpoint,
-                         prune_checkpoints, restore_rng_states, rng_states, save_atomic)
+from .checkpoint import (
+    CHECKPOINT_KIND,
+    FORMAT_VERSION,
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_states,
+    rng_states,
+    save_atomic,
+)
 from .config import ConfigError, config_from_yaml_text, effective_lr
 from .data import DatasetError, build_pretrain_dataset, num_classes
+from .errors import UserError
 from .evaluate import build_eval_loaders, make_loader
 from .knn import knn_top1
 from .loss import msr_loss_parts, weighted_sum
@@ -36,7 +46,7 @@ from .schedules import beta_at, lr_at, tau_at
 logger = logging.getLogger("pretrain")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or inf; the run stops so the last good checkpoint stays the latest."""
 
 

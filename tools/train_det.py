@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.cli import EXIT_USER_ERROR, add_common_arguments, parse_tool_args, run_main  # noqa: E402
+from pretrain.cli import add_common_arguments, parse_tool_args, run_main  # noqa: E402
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -27,18 +27,6 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from transfer.detection import DetectionSetupError
-
-    try:
-        return _main(args)
-    except DetectionSetupError as err:  # config, data or weights problem: one paragraph, exit 2 (--debug: traceback)
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-
-
-def _main(args: argparse.Namespace) -> int:
     from transfer.detection import DetectionSetupError, resolve_det_config
 
     args.config_file = resolve_det_config(args.config)  # read by Detectron2's default_setup for its log

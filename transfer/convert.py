@@ -21,12 +21,13 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from pretrain.checkpoint import CHECKPOINT_KIND, save_atomic_bytes
+from pretrain.errors import UserError
 from pretrain.model import ARCHITECTURES, ResNet
 
 AUTHOR = "MSR"
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """Weights that cannot become a Detectron2 backbone; the message says which keys and why."""
 
 

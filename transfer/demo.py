@@ -18,7 +18,7 @@ from pretrain.checkpoint import latest_checkpoint
 from pretrain.demo import format_table as format_pretraining_table
 from pretrain.demo import run_demo as run_pretraining_demo
 
-from .convert import convert_backbone, extract_backbone, load_weights_file, write_d2_pickle
+from .convert import Backbone, convert_backbone, extract_backbone, load_weights_file, write_d2_pickle
 from .lincls import run_linear_eval
 
 LINCLS_CONFIG = "digits.yaml"
@@ -46,7 +46,7 @@ def linear_evaluations(rows: List[dict], output_root: str) -> None:
         print(f"linear evaluation of {row['method'].split()[0]}: top-1 {result['top1']:.1f}")
 
 
-def convert_and_verify(checkpoint: str, out_path: str, det_config: str) -> Dict[str, float]:
+def convert_and_verify(checkpoint: str, out_path: str, det_config: str) -> Tuple[Backbone, Dict[str, float]]:
     """Convert the MSR encoder and check Detectron2 reproduces its stage outputs."""
     from .detection import read_d2_pickle, verify_conversion
 
@@ -55,7 +55,7 @@ def convert_and_verify(checkpoint: str, out_path: str, det_config: str) -> Dict[
     diffs = verify_conversion(backbone, read_d2_pickle(out_path), det_config)
     print("conversion verified, max |Detectron2 - source| per stage: "
           + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
-    return diffs
+    return backbone, diffs
 
 
 def fine_tune_all(weights: str, output_root: str, det_opts: Tuple[str, ...]) -> List[dict]:
@@ -86,9 +86,12 @@ def run_full_demo(output_root: str = "output/demo", pretrain_opts: Tuple[str, ..
     linear_evaluations(results["rows"], output_root)
     msr_dir = next(row["output_dir"] for row in results["rows"] if row["method"].startswith("MSR"))
     weights = os.path.join(output_root, "msr_backbone_d2.pkl")
-    results["verification"] = convert_and_verify(latest_checkpoint(msr_dir), weights, DET_RUNS[0][1])
+    backbone, results["verification"] = convert_and_verify(latest_checkpoint(msr_dir), weights, DET_RUNS[0][1])
     _log_detectron2_to_file(os.path.join(output_root, "detectron2_log.txt"))
-    results["detection"] = fine_tune_all(weights, output_root, det_opts)
+    from .detection import backbone_shape_opts
+
+    shape = tuple(backbone_shape_opts(backbone.depth, backbone.width))  # random init gets the same network
+    results["detection"] = fine_tune_all(weights, output_root, shape + tuple(det_opts))
     results["total_seconds"] = time.perf_counter() - tic
     with open(os.path.join(output_root, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)

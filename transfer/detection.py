@@ -9,7 +9,7 @@ import difflib
 import logging
 import os
 import pickle
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List
 
 import torch
 
@@ -25,6 +25,8 @@ from detectron2.modeling import BACKBONE_REGISTRY  # noqa: E402
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone  # noqa: E402
 
+from pretrain.errors import UserError  # noqa: E402
+
 from .convert import Backbone, source_encoder  # noqa: E402
 
 logger = logging.getLogger("detectron2.msr_transfer")  # under Detectron2's logger: printed and saved
@@ -39,7 +41,7 @@ SYNC_BN_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM
 DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 
 
-class DetectionSetupError(ValueError):
+class DetectionSetupError(UserError, ValueError):
     """A detection config, data set or weights problem the user must fix; the message says how."""
 
 
@@ -124,14 +126,12 @@ def _set(cfg: CfgNode, key: str, value) -> None:
     node[leaf] = value
 
 
-def set_backbone_shape(cfg: CfgNode, depth: str, width: int) -> None:
-    """Point MODEL.RESNETS at a torchvision-style ResNet of ``depth`` with ``width`` stem channels."""
-    cfg.MODEL.RESNETS.DEPTH = DEPTHS[depth]
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = width
-    bottleneck = DEPTHS[depth] >= 50
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = width * (4 if bottleneck else 1)
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = width
-    cfg.MODEL.RESNETS.NUM_GROUPS = 1
+def backbone_shape_opts(depth: str, width: int) -> List[str]:
+    """KEY VALUE overrides that make MODEL.RESNETS a torchvision-style ``depth`` with ``width`` stem channels."""
+    res2 = width * (4 if DEPTHS[depth] >= 50 else 1)
+    return ["MODEL.RESNETS.DEPTH", str(DEPTHS[depth]), "MODEL.RESNETS.STEM_OUT_CHANNELS", str(width),
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", str(res2), "MODEL.RESNETS.WIDTH_PER_GROUP", str(width),
+            "MODEL.RESNETS.NUM_GROUPS", "1"]
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -186,8 +186,7 @@ def verify_conversion(backbone: Backbone, d2_weights: Dict[str, torch.Tensor], d
 
     Both networks run in eval mode (BatchNorm with running statistics) on the same random input.
     """
-    cfg = load_det_config(det_config, world_size=1)
-    set_backbone_shape(cfg, backbone.depth, backbone.width)
+    cfg = load_det_config(det_config, backbone_shape_opts(backbone.depth, backbone.width), world_size=1)
     cfg.MODEL.RESNETS.NORM = "BN"
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     d2_net = build_any_width_resnet(cfg, ShapeSpec(channels=3)).eval()

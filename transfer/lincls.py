@@ -36,8 +36,14 @@ from torch.utils.data import Dataset, RandomSampler
 from torchvision import transforms as T
 
 from pretrain.augment import eval_transform, to_normalized_tensor
-from pretrain.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint_file, restore_rng_states, rng_states,
-                                 save_atomic)
+from pretrain.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_file,
+    restore_rng_states,
+    rng_states,
+    save_atomic,
+)
 from pretrain.config import config_from_yaml_text, resolve_config_path
 from pretrain.data import build_eval_datasets, num_classes
 from pretrain.engine import MetricsWriter, progress_bar, resolve_device, seed_everything, setup_logging

@@ -6,8 +6,15 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import functional as F
 
-from pretrain.augment import (GaussianBlur, MultiStageViews, aggressive_transform, build_pretrain_transform,
-                              eval_transform, to_normalized_tensor, weak_transform)
+from pretrain.augment import (
+    GaussianBlur,
+    MultiStageViews,
+    aggressive_transform,
+    build_pretrain_transform,
+    eval_transform,
+    to_normalized_tensor,
+    weak_transform,
+)
 from pretrain.config import get_default_config
 
 

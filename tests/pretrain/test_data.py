@@ -10,8 +10,15 @@ from PIL import Image
 import pretrain
 from pretrain.augment import build_pretrain_transform, eval_transform
 from pretrain.config import get_default_config
-from pretrain.data import (IMAGENET100_CLASS_FILE, KNOWN_TRAIN_SIZES, DatasetError, build_eval_datasets,
-                           build_pretrain_dataset, num_classes, read_class_list)
+from pretrain.data import (
+    IMAGENET100_CLASS_FILE,
+    KNOWN_TRAIN_SIZES,
+    DatasetError,
+    build_eval_datasets,
+    build_pretrain_dataset,
+    num_classes,
+    read_class_list,
+)
 
 WNIDS = ["n01000001", "n01000002", "n01000003"]
 

@@ -6,9 +6,16 @@ import pytest
 import torch
 import torchvision
 
-from transfer.convert import (ConversionError, convert_backbone, d2_pickle_dict, extract_backbone, load_weights_file,
-                              torchvision_to_d2_key, write_d2_pickle)
 from pretrain.model import ResNet
+from transfer.convert import (
+    ConversionError,
+    convert_backbone,
+    d2_pickle_dict,
+    extract_backbone,
+    load_weights_file,
+    torchvision_to_d2_key,
+    write_d2_pickle,
+)
 
 
 def _randomise_bn(model):

@@ -10,7 +10,6 @@ from PIL import Image
 
 from transfer import d2compat
 
-
 EXPECTED_NAMES = {f"numpy.{n}" for n in d2compat.NUMPY_ALIASES} | {"PIL.Image.LINEAR", "detectron2._C"}
 
 

@@ -17,8 +17,16 @@ import torch
 
 from pretrain.model import ResNet
 from transfer.convert import convert_backbone, extract_backbone, write_d2_pickle
-from transfer.detection import (SYNC_BN_KEYS, DetectionSetupError, DetectionTrainer, check_weights_fit,
-                                load_det_config, read_d2_pickle, setup, train_or_evaluate)
+from transfer.detection import (
+    SYNC_BN_KEYS,
+    DetectionSetupError,
+    DetectionTrainer,
+    check_weights_fit,
+    load_det_config,
+    read_d2_pickle,
+    setup,
+    train_or_evaluate,
+)
 from transfer.synthetic_coco import write_synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

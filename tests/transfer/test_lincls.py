@@ -15,8 +15,17 @@ from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import ConfigError, load_config
 from pretrain.engine import Pretrainer
 from pretrain.evaluate import load_encoder
-from transfer.lincls import (LINCLS_CHECKPOINT, LINCLS_KIND, LinearClassifier, LinearEvaluator, build_optimizer,
-                             default_output_dir, pretrain_config_of, run_linear_eval, train_transform)
+from transfer.lincls import (
+    LINCLS_CHECKPOINT,
+    LINCLS_KIND,
+    LinearClassifier,
+    LinearEvaluator,
+    build_optimizer,
+    default_output_dir,
+    pretrain_config_of,
+    run_linear_eval,
+    train_transform,
+)
 from transfer.lincls_config import CONFIG_DIR, load_lincls_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -7,14 +7,18 @@ import subprocess
 import sys
 
 import numpy as np
+import pycocotools.coco as pycocotools_coco
 import pytest
 from PIL import Image
 
-from transfer.synthetic_coco import (COCO_KEYPOINT_FLIP_MAP, COCO_PERSON_KEYPOINT_NAMES, SHAPE_CLASSES,
-                                     register_synthetic_coco, synthetic_coco_dataset_names,
-                                     write_synthetic_coco)
-
-import pycocotools.coco as pycocotools_coco
+from transfer.synthetic_coco import (
+    COCO_KEYPOINT_FLIP_MAP,
+    COCO_PERSON_KEYPOINT_NAMES,
+    SHAPE_CLASSES,
+    register_synthetic_coco,
+    synthetic_coco_dataset_names,
+    write_synthetic_coco,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPLITS = ("train2017", "val2017")

@@ -1,0 +1,9 @@
+"""The base class of errors whose message tells the user what is wrong and how to fix it.
+
+Command-line tools print such an error as one paragraph and exit with code 2 (the traceback only
+with --debug); any other exception is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, data, checkpoint, paths); the message names the fix."""
