@@ -7,16 +7,19 @@ aggressive view share the same crop and flip. All randomness comes from torch's 
 so ``torch.manual_seed`` makes a view reproducible and DataLoader workers get distinct streams.
 
 Everything here works on PIL images with torchvision's v1 transforms, one image at a time
-(each image gets its own random parameters).
+(each image gets its own random parameters). With ``AUG.AGGRESSIVE_ON "device"`` the loader runs
+only t1 (:class:`WeakViewsUint8`) and the engine makes the aggressive views on the training device
+(``pretrain/device_augment.py``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Sequence, Tuple, Union
 
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 # Methods whose target branch may also see aggressive views ("AA" ablation of Table 1).
 _METHODS_WITH_VIEW_CHOICE = ("byol", "simsiam")
@@ -108,13 +111,44 @@ class MultiStageViews:
                 f"  aggressive={self.aggressive},\n  finish={self.finish})")
 
 
+class WeakViewsUint8:
+    """The loader side of ``AUG.AGGRESSIVE_ON "device"``: two independent weak views as uint8 tensors.
+
+    Each call draws two independent t1 views (own crop and flip) of one PIL image and returns
+    them as ``(weak1, weak2)``, uint8 tensors of shape (C, H, W) with values 0-255: no float
+    conversion and no normalisation, so a batch is 4x smaller than float32 to collate, pin and
+    copy. The engine makes the aggressive views from them on the training device (batched t2
+    with per-image parameters, ``pretrain/device_augment.py``) and normalises the weak views
+    there. Every method gets these same two views: MSR and the "AW" modes use them as the weak
+    views, BYOL/SimSiam "AA" only as the inputs of the two aggressive views.
+    """
+
+    def __init__(self, weak: Callable[[Image.Image], Image.Image]):
+        self.weak = weak
+
+    def __call__(self, img: Image.Image) -> Tuple[torch.Tensor, torch.Tensor]:
+        weak1 = TF.pil_to_tensor(self.weak(img))
+        weak2 = TF.pil_to_tensor(self.weak(img))
+        return weak1, weak2
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(weak={self.weak})"
+
+
 def needs_weak_views(cfg) -> bool:
     """False only for BYOL/SimSiam with aggressive views on both branches (METHOD.VIEWS "AA")."""
     return not (cfg.METHOD.NAME in _METHODS_WITH_VIEW_CHOICE and cfg.METHOD.VIEWS == "AA")
 
 
-def build_pretrain_transform(cfg) -> MultiStageViews:
-    """The training transform of the configured method: 4 views (w1, w2, a1, a2) or 2 (a1, a2)."""
+def build_pretrain_transform(cfg) -> Union[MultiStageViews, WeakViewsUint8]:
+    """The training transform of the configured method.
+
+    ``AUG.AGGRESSIVE_ON "cpu"``: normalised float views, 4 (w1, w2, a1, a2) or 2 (a1, a2) for
+    BYOL/SimSiam "AA". ``"device"``: always the two weak views as uint8 tensors (w1, w2)
+    (:class:`WeakViewsUint8`); the engine makes the aggressive views on the device.
+    """
+    if cfg.AUG.AGGRESSIVE_ON == "device":
+        return WeakViewsUint8(weak_transform(cfg))
     return MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), to_normalized_tensor(cfg),
                            return_weak=needs_weak_views(cfg))
 

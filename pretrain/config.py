@@ -104,6 +104,9 @@ _C.AUG.GRAY_PROB = 0.2
 _C.AUG.BLUR_PROB = 0.5
 # Range of the Gaussian blur sigma in pixels.
 _C.AUG.BLUR_SIGMA = [0.1, 2.0]
+# Where t2 runs: "cpu" (loader workers, PIL) or "device" (batched on the training device with per-image
+# parameters; the loader then sends only the two weak views as uint8 tensors).
+_C.AUG.AGGRESSIVE_ON = "cpu"
 
 # ---------------------------------------------------------------------------------------------
 # Optimisation
@@ -177,6 +180,7 @@ CHOICES = {
     "MODEL.STEM": ("cifar", "imagenet"),
     "DATA.NAME": ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet100", "imagenet"),
     "SOLVER.OPTIMIZER": ("sgd", "lars"),
+    "AUG.AGGRESSIVE_ON": ("cpu", "device"),
     "SOLVER.AMP": ("none", "fp16", "bf16"),
     "DEVICE": ("auto", "cpu", "cuda"),
 }

@@ -18,7 +18,8 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from . import distributed as comm
 from .augment import build_pretrain_transform
@@ -41,7 +42,9 @@ from .knn import knn_top1
 from .loss import msr_loss_parts, weighted_sum
 from .model import build_networks, ema_update
 from .optim import build_optimizer, set_lr
+from .sampling import SeededDistributedSampler, SeededTransformDataset
 from .schedules import beta_at, lr_at, tau_at
+from .sync_batchnorm import convert_to_sync_batchnorm
 
 logger = logging.getLogger("pretrain")
 
@@ -83,11 +86,12 @@ class StepSettings:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The training device; with CUDA, the GPU of this process's local rank."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto).")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -153,8 +157,9 @@ def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
     tau = tau_at(state.step, s.total_steps, s.tau_base, s.tau_schedule)
     if state.target is not None:
         ema_update(state.target, _unwrap(state.online), tau)
-    return {"loss": loss.item(), "loss_weak_aggressive": weak_term.item(),
-            "loss_aggressive_aggressive": aggressive_term.item(), "beta": beta,
+    # the logged values are means over all processes (the loss of the global batch)
+    logged = comm.all_reduce_mean(torch.stack([loss, weak_term, aggressive_term]).detach()).tolist()
+    return {"loss": logged[0], "loss_weak_aggressive": logged[1], "loss_aggressive_aggressive": logged[2], "beta": beta,
             "tau": tau if state.target is not None else float("nan"), "lr": lr}
 
 
@@ -213,17 +218,14 @@ class Pretrainer:
         self.output_dir = cfg.OUTPUT_DIR
         resume_path = self._prepare_output_dir(resume)
         setup_logging(self.output_dir, self.is_main)
-        seed_everything(cfg.SEED + comm.get_rank())
         if self.device.type == "cpu":
             _share_cpu_with_loader(cfg.DATA.NUM_WORKERS)
 
         self.train_loader = self._build_train_loader()
         self.steps_per_epoch = len(self.train_loader)
-        online, target = build_networks(cfg)
-        self._announce(online)
-        memory_format = torch.channels_last if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
-        online = online.to(self.device, memory_format=memory_format)
-        target = target.to(self.device, memory_format=memory_format) if target is not None else None
+        seed_everything(cfg.SEED)  # the same initial networks on every process
+        online, target = self._build_networks()
+        seed_everything(cfg.SEED + comm.get_rank())
         amp = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.SOLVER.AMP]
         self.state = TrainState(online, target, build_optimizer(cfg, online),
                                 torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16))
@@ -258,10 +260,28 @@ class Pretrainer:
         if len(dataset) < cfg.SOLVER.BATCH_SIZE:
             raise DatasetError(f"The {cfg.DATA.NAME} training set has {len(dataset)} images, fewer than one batch "
                                f"(SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}); lower the batch size.")
-        self.sampler = DistributedSampler(dataset, num_replicas=world, rank=comm.get_rank(), shuffle=True,
-                                          seed=cfg.SEED, drop_last=True)
-        return make_loader(dataset, cfg.SOLVER.BATCH_SIZE // world, cfg.DATA.NUM_WORKERS, self.device,
+        self.sampler = SeededDistributedSampler(dataset, num_replicas=world, rank=comm.get_rank(), shuffle=True,
+                                                seed=cfg.SEED, drop_last=True)
+        return make_loader(SeededTransformDataset(dataset), cfg.SOLVER.BATCH_SIZE // world, cfg.DATA.NUM_WORKERS, self.device,
                            sampler=self.sampler, drop_last=True, seed=cfg.SEED * 1000 + comm.get_rank())
+
+    def _build_networks(self):
+        """Online and target networks on the device; SyncBN and DDP when there are several processes."""
+        cfg, world = self.cfg, comm.get_world_size()
+        online, target = build_networks(cfg)
+        self._announce(online)
+        if cfg.MODEL.SYNC_BN and world > 1:
+            online = convert_to_sync_batchnorm(online, self.device)
+            target = convert_to_sync_batchnorm(target, self.device) if target is not None else None
+        memory_format = torch.channels_last if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
+        online = online.to(self.device, memory_format=memory_format)
+        target = target.to(self.device, memory_format=memory_format) if target is not None else None
+        if world > 1:
+            # Buffers are not broadcast: each process keeps the BN statistics of its own batches (or the
+            # global ones with SyncBN); only gradients are averaged.
+            online = DistributedDataParallel(online, device_ids=[self.device.index] if self.device.type == "cuda"
+                                             else None, broadcast_buffers=False)
+        return online, target
 
     def _step_settings(self, amp_dtype) -> StepSettings:
         cfg = self.cfg

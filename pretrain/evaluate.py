@@ -7,8 +7,9 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from . import distributed as comm
 from .augment import eval_transform
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import config_from_yaml_text, load_config
@@ -32,10 +33,17 @@ def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device
                       worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed))
 
 
+def process_share(dataset: Dataset) -> Dataset:
+    """Every world_size-th item starting at this process's rank (the whole data set for one process)."""
+    world = comm.get_world_size()
+    return dataset if world == 1 else Subset(dataset, range(comm.get_rank(), len(dataset), world))
+
+
 def build_eval_loaders(cfg, device: torch.device) -> Tuple[DataLoader, DataLoader]:
-    """(memory, query) loaders over the labelled train and held-out splits, with the eval transform."""
+    """(memory, query) loaders over this process's share of the labelled train and held-out splits."""
     memory, query = build_eval_datasets(cfg, eval_transform(cfg))
-    return tuple(make_loader(ds, cfg.KNN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, device) for ds in (memory, query))
+    return tuple(make_loader(process_share(ds), cfg.KNN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, device)
+                 for ds in (memory, query))
 
 
 def load_encoder(checkpoint: dict, cfg, which: str = "online") -> ResNet:

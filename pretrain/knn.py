@@ -46,12 +46,19 @@ def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tens
     return torch.cat(predictions)
 
 
+def _gather(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Concatenate every process's part (on the device, as NCCL requires), back on the CPU."""
+    return comm.all_gather_cat(tensor.to(device)).cpu() if comm.get_world_size() > 1 else tensor
+
+
 def knn_top1(encoder: nn.Module, memory_loader: DataLoader, query_loader: DataLoader, num_classes: int,
              device: torch.device, k: int = 200, temperature: float = 0.1) -> float:
-    """kNN top-1 accuracy (percent) of ``query_loader`` against ``memory_loader`` features."""
-    bank, bank_labels = extract_features(encoder, memory_loader, device)
-    query, query_labels = extract_features(encoder, query_loader, device)
+    """kNN top-1 accuracy (percent) of ``query_loader`` against ``memory_loader`` features.
+
+    With several processes each loader holds this process's share; features are gathered so every
+    process classifies against the whole memory bank and counts the whole query set.
+    """
+    bank, bank_labels = (_gather(t, device) for t in extract_features(encoder, memory_loader, device))
+    query, query_labels = (_gather(t, device) for t in extract_features(encoder, query_loader, device))
     predicted = knn_predict(query, bank, bank_labels, num_classes, k, temperature)
-    correct = torch.tensor([(predicted == query_labels).sum().item(), query_labels.numel()], dtype=torch.float64)
-    correct = comm.all_reduce_mean(correct)
-    return 100.0 * (correct[0] / correct[1]).item()
+    return 100.0 * (predicted == query_labels).double().mean().item()

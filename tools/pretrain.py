@@ -19,10 +19,16 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_text(cfg))
         return 0
+    from pretrain import distributed as comm
     from pretrain.engine import Pretrainer
 
-    result = Pretrainer(cfg, resume=args.resume).train()
-    print(f"done: step {result['step']}, kNN top-1 {result['knn_top1']}")
+    info = comm.init_distributed()  # torchrun / SLURM environment; nothing to do for a single process
+    try:
+        result = Pretrainer(cfg, resume=args.resume).train()
+    finally:
+        comm.cleanup()
+    if info.rank == 0:
+        print(f"done: step {result['step']}, kNN top-1 {result['knn_top1']}")
     return 0
 
 

@@ -8,9 +8,11 @@ Everything runs on the CPU without downloads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from typing import Dict, List, Tuple
 
@@ -72,16 +74,31 @@ def fine_tune_all(weights: str, output_root: str, det_opts: Tuple[str, ...]) -> 
             print(f"== {model_name} from {init}: {cfg.SOLVER.MAX_ITER} iterations on synthetic COCO "
                   f"(batch {cfg.SOLVER.IMS_PER_BATCH})")
             tic = time.perf_counter()
-            results = train_or_evaluate(cfg)
+            with open(os.path.join(output_root, "detectron2_log.txt"), "a", encoding="utf-8") as log, \
+                    contextlib.redirect_stdout(log):  # pycocotools prints its summaries; keep them in the log
+                results = train_or_evaluate(cfg)
             rows.append({"model": model_name, "init": init, "iterations": cfg.SOLVER.MAX_ITER,
                          "seconds": time.perf_counter() - tic,
                          **{task: results[task]["AP"] for task in tasks}})
     return rows
 
 
+def clear_previous_demo(output_root: str) -> None:
+    """Remove what an earlier demo wrote here (the pretraining runs are replaced by the pretraining demo)."""
+    if not os.path.isdir(output_root):
+        return
+    for name in os.listdir(output_root):
+        path = os.path.join(output_root, name)
+        if name.startswith("lincls_") or name == "det":
+            shutil.rmtree(path)
+        elif name in ("msr_backbone_d2.pkl", "detectron2_log.txt", "results.json"):
+            os.remove(path)
+
+
 def run_full_demo(output_root: str = "output/demo", pretrain_opts: Tuple[str, ...] = (),
                   det_opts: Tuple[str, ...] = ()) -> dict:
     tic = time.perf_counter()
+    clear_previous_demo(output_root)
     results = run_pretraining_demo(output_root, pretrain_opts)
     linear_evaluations(results["rows"], output_root)
     msr_dir = next(row["output_dir"] for row in results["rows"] if row["method"].startswith("MSR"))

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter
+from torch.utils.data import default_collate
 from torchvision.transforms import functional as F
 
 from pretrain.augment import (
     GaussianBlur,
     MultiStageViews,
+    WeakViewsUint8,
     aggressive_transform,
     build_pretrain_transform,
     eval_transform,
@@ -180,3 +182,82 @@ def test_eval_transform_is_identity_resize_at_32px():
     cfg = _cfg()
     img = _image(32, 32)
     assert torch.allclose(eval_transform(cfg)(img), to_normalized_tensor(cfg)(img))
+
+
+# -- AUG.AGGRESSIVE_ON "device": the loader sends only the two weak views, as uint8 ---------------
+
+def _device_cfg(method="msr", views="AW", **aug):
+    cfg = _cfg(AGGRESSIVE_ON="device", **aug)
+    cfg.METHOD.NAME, cfg.METHOD.VIEWS = method, views
+    return cfg
+
+
+@pytest.mark.parametrize("method,views", [
+    ("msr", "AW"), ("simsiam_msr", "AA"), ("byol", "AW"), ("byol", "AA"), ("simsiam", "AA"), ("simsiam", "AW"),
+])
+def test_device_mode_gives_two_uint8_weak_views_for_every_method(method, views):
+    transform = build_pretrain_transform(_device_cfg(method, views))
+    assert isinstance(transform, WeakViewsUint8)
+    torch.manual_seed(0)
+    out = transform(_image(48, 40))
+    assert isinstance(out, tuple) and len(out) == 2
+    for view in out:
+        assert view.dtype == torch.uint8 and view.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_device_mode_view_shape_follows_image_size(size):
+    cfg = _device_cfg()
+    cfg.DATA.IMAGE_SIZE = size
+    torch.manual_seed(0)
+    for view in build_pretrain_transform(cfg)(_image(100, 90)):
+        assert view.shape == (3, size, size) and view.dtype == torch.uint8
+
+
+def test_device_mode_two_views_are_independent_crops():
+    transform = build_pretrain_transform(_device_cfg())
+    for seed in range(5):
+        torch.manual_seed(seed)
+        w1, w2 = transform(_image(64, 64, seed=seed))
+        assert not torch.equal(w1, w2)
+
+
+def test_device_mode_is_reproducible_under_a_seed():
+    transform = build_pretrain_transform(_device_cfg())
+    torch.manual_seed(11)
+    first = transform(_image())
+    torch.manual_seed(11)
+    second = transform(_image())
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    torch.manual_seed(12)
+    third = transform(_image())
+    assert not all(torch.equal(a, b) for a, b in zip(first, third))
+
+
+def test_device_mode_views_are_the_cpu_weak_views_unnormalised():
+    """Same seed, same crops as the CPU path's weak views (t2 with zero probabilities draws nothing)."""
+    cpu_cfg = _cfg(GRAY_PROB=0.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
+    device_cfg = _device_cfg(GRAY_PROB=0.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        w1, w2, _, _ = _views_as_pil(cpu_cfg)(_image(seed=seed))
+        torch.manual_seed(seed)
+        u1, u2 = build_pretrain_transform(device_cfg)(_image(seed=seed))
+        assert torch.equal(u1, F.pil_to_tensor(w1)) and torch.equal(u2, F.pil_to_tensor(w2))
+        normalised = to_normalized_tensor(cpu_cfg)(w1)
+        mean = torch.tensor(cpu_cfg.DATA.MEAN).view(3, 1, 1)
+        std = torch.tensor(cpu_cfg.DATA.STD).view(3, 1, 1)
+        assert torch.allclose((u1.float() / 255 - mean) / std, normalised, atol=1e-6)
+
+
+def test_device_mode_views_collate_into_uint8_batches():
+    transform = build_pretrain_transform(_device_cfg())
+    torch.manual_seed(0)
+    batch = default_collate([(transform(_image(seed=i)), 0) for i in range(4)])
+    (w1, w2), _ = batch
+    assert w1.shape == w2.shape == (4, 3, 32, 32) and w1.dtype == w2.dtype == torch.uint8
+
+
+def test_cpu_mode_is_unchanged_by_the_device_option():
+    assert isinstance(build_pretrain_transform(_cfg(AGGRESSIVE_ON="cpu")), MultiStageViews)
+    assert "WeakViewsUint8" in repr(build_pretrain_transform(_device_cfg()))

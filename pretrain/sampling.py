@@ -1,0 +1,50 @@
+"""Sampling with per-image augmentation seeds, so a run's views do not depend on how it is executed.
+
+Each item's random transform runs under a seed derived from (run seed, epoch, image index). The
+views an image gets are then the same whatever the number of loader workers or processes, and a
+resumed run sees the same views as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Tuple
+
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+_MASK = (1 << 63) - 1
+
+
+def sample_seed(base_seed: int, epoch: int, index: int) -> int:
+    """A deterministic 63-bit seed for one image in one epoch (a SplitMix64-style mix of the three numbers)."""
+    x = (base_seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+class SeededDistributedSampler(DistributedSampler):
+    """A DistributedSampler that yields ``(index, seed)`` pairs for :class:`SeededTransformDataset`."""
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        for index in super().__iter__():
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+
+class SeededTransformDataset(Dataset):
+    """Wraps a dataset with a random transform: item ``(index, seed)`` is made under ``torch.manual_seed(seed)``.
+
+    The global torch RNG of the calling process is restored afterwards.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
