@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from . import distributed as comm
-from .augment import build_pretrain_transform
+from .augment import build_pretrain_transform, needs_weak_views
 from .checkpoint import (
     CHECKPOINT_KIND,
     FORMAT_VERSION,
@@ -36,6 +36,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, config_from_yaml_text, effective_lr
 from .data import DatasetError, build_pretrain_dataset, num_classes
+from .device_augment import DeviceAggressiveAugment
 from .errors import UserError
 from .evaluate import build_eval_loaders, make_loader
 from .knn import knn_top1
@@ -83,6 +84,8 @@ class StepSettings:
     amp_dtype: Optional[torch.dtype]
     channels_last: bool
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device_augment: Optional[torch.nn.Module] = None  # t2 on the device (AUG.AGGRESSIVE_ON device)
+    weak_views: bool = True  # whether the target branch sees weak views (False for BYOL/SimSiam "AA")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,17 +117,30 @@ def _to_device(images: torch.Tensor, settings: StepSettings) -> torch.Tensor:
     return images.contiguous(memory_format=torch.channels_last) if settings.channels_last else images
 
 
+def prepare_views(views: Iterable[torch.Tensor], s: StepSettings) -> list:
+    """The step's input views on the device: (weak1, weak2, aggressive1, aggressive2) or (aggressive1, aggressive2).
+
+    With t2 on the device the loader delivers the two weak views as uint8; the aggressive views are
+    made from them here, batched, each image with its own random parameters.
+    """
+    if s.device_augment is None:
+        return [_to_device(v, s) for v in views]
+    weak = [v.to(s.device, non_blocking=True) for v in views]
+    aggressive = [s.device_augment(w) for w in weak]
+    made = ([s.device_augment.normalize(w) for w in weak] if s.weak_views else []) + aggressive
+    return [v.contiguous(memory_format=torch.channels_last) if s.channels_last else v for v in made]
+
+
 def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings) -> Dict[str, float]:
     """One optimizer step on a batch of views; returns the logged scalars.
 
-    ``views`` is (weak1, weak2, aggressive1, aggressive2), or (aggressive1, aggressive2) when both
-    branches see aggressive views (BYOL/SimSiam "AA").
+    ``views`` as the loader delivers them (see :func:`prepare_views`).
     """
     k = state.step
     lr = lr_at(k, s.total_steps, s.base_lr, s.warmup_steps, s.min_lr)
     beta = beta_at(k, s.total_steps, s.beta_base, s.beta_schedule) if s.uses_beta else 0.0
     set_lr(state.optimizer, lr)
-    views = [_to_device(v, s) for v in views]
+    views = prepare_views(views, s)
     aggressive1, aggressive2 = views[-2:]
     weak1, weak2 = views[:2] if len(views) == 4 else (None, None)
 
@@ -293,7 +309,10 @@ class Pretrainer:
             beta_schedule=cfg.MSR.BETA_SCHEDULE, tau_base=cfg.EMA.TAU_BASE, tau_schedule=cfg.EMA.SCHEDULE,
             stop_grad_aa=cfg.MSR.STOP_GRAD_AA, distance="negcos" if method.startswith("simsiam") else "mse",
             uses_beta=method in ("msr", "simsiam_msr"), amp_dtype=amp_dtype,
-            channels_last=cfg.MODEL.CHANNELS_LAST, device=self.device)
+            channels_last=cfg.MODEL.CHANNELS_LAST, device=self.device,
+            device_augment=(DeviceAggressiveAugment.from_config(cfg).to(self.device)
+                            if cfg.AUG.AGGRESSIVE_ON == "device" else None),
+            weak_views=needs_weak_views(cfg))
 
     def _announce(self, online) -> None:
         cfg = self.cfg

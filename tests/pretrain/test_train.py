@@ -40,6 +40,8 @@ def _short_run(output_dir, *opts):
     ("METHOD.NAME", "simsiam_msr", "SOLVER.OPTIMIZER", "lars"),
     ("METHOD.NAME", "msr", "SOLVER.AMP", "bf16", "MODEL.CHANNELS_LAST", "True"),
     ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "SOLVER.AMP", "fp16"),
+    ("METHOD.NAME", "msr", "AUG.AGGRESSIVE_ON", "device"),
+    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AA", "AUG.AGGRESSIVE_ON", "device"),
 ])
 def test_every_mode_trains_and_logs(tmp_path, opts):
     cfg = _short_run(tmp_path / "run", *opts)
