@@ -142,7 +142,8 @@ def main(argv=None) -> None:
                              if res["status"] == "ok" else f"not yet supported: {res['error']}")
                     print(f"{LABELS[method]:8s} {mode:6s} workers={workers}: {shown}", flush=True)
     params = {k: v for k, v in vars(args).items()}
-    run = {"key": run_key(info, params), "machine": info, "command": command_line(), "date": now_utc(),
+    run = {"key": run_key(info, params, ignore=("epochs",)), "machine": info, "command": command_line(),
+           "date": now_utc(),
            "params": params, "results": results, "wall_s": time.perf_counter() - start}
     print(publish(NAME, run, render, TITLE))
 

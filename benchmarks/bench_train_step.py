@@ -54,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per method (median reported)")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per method (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
     return parser.parse_args(argv)
@@ -131,7 +131,8 @@ def main(argv=None) -> None:
               f"(spread {res['spread'] * 100:.0f} %)")
     print(f"MSR / BYOL AW = {ratios['msr_over_byol_aw']:.3f}, MSR / BYOL AA = {ratios['msr_over_byol_aa']:.3f}")
     params = {k: v for k, v in vars(args).items()}
-    run = {"key": run_key(info, params), "machine": info, "command": command_line(), "date": now_utc(),
+    run = {"key": run_key(info, params, ignore=("steps", "warmup")), "machine": info, "command": command_line(),
+           "date": now_utc(),
            "params": params, "online_params_M": params_m, "torch_threads": torch.get_num_threads(),
            "results": results, "ratios": ratios, "wall_s": time.perf_counter() - start}
     print(publish(NAME, run, render, TITLE))

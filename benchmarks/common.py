@@ -16,7 +16,6 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,20 +93,6 @@ def now_utc() -> str:
 
 
 # ------------------------------------------------------------------------------------- timing
-def median_time(fn: Callable[[], object], repeats: int, sync: Optional[Callable[[], None]] = None) -> float:
-    """Median wall time in seconds of ``repeats`` calls of ``fn`` (``sync`` is called around each)."""
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        tic = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
 def spread(values: Sequence[float]) -> float:
     """(max - min) / median: how much the repetitions disagree (0.05 = 5 %)."""
     med = statistics.median(values)
@@ -127,9 +112,14 @@ def load_runs(name: str) -> List[dict]:
         return json.load(handle).get("runs", [])
 
 
-def run_key(info: Dict[str, object], params: Dict[str, object]) -> str:
-    """Identity of a run: machine (CPU, GPU, device) and settings; a new run with the same key replaces it."""
-    settings = ",".join(f"{k}={params[k]}" for k in sorted(params))
+def run_key(info: Dict[str, object], params: Dict[str, object], ignore: Iterable[str] = ()) -> str:
+    """Identity of a run: machine (CPU, GPU, device) and settings; a new run with the same key replaces it.
+
+    ``ignore`` names parameters that only set how long to measure (repetitions, steps), so a
+    longer rerun of the same setting replaces the earlier figures instead of adding a table.
+    """
+    ignore = set(ignore)
+    settings = ",".join(f"{k}={params[k]}" for k in sorted(params) if k not in ignore)
     return f"{info['cpu_model']} | {info['cpu_cores']} cores | {info['gpu']} | {info['device']} | {settings}"
 
 

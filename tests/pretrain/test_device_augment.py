@@ -2,7 +2,7 @@
 
 Statistical tolerances are stated next to each check in units of the binomial / uniform standard
 error of the estimate; every draw uses a fixed seed, so the tests are deterministic, and the
-tolerances (>= 4.5 standard errors) keep them correct for any seed with overwhelming probability.
+tolerances (>= 4 standard errors) keep them correct for any seed with overwhelming probability.
 """
 
 import math
