@@ -36,7 +36,15 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line, fmt, goal_mark, machine_info, markdown_table, now_utc, publish, run_key, spread,
+    command_line,
+    fmt,
+    goal_mark,
+    machine_info,
+    markdown_table,
+    now_utc,
+    publish,
+    run_key,
+    spread,
 )
 from pretrain.augment import build_pretrain_transform  # noqa: E402
 from pretrain.config import load_config  # noqa: E402

@@ -28,7 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line, machine_info, markdown_table, now_utc, publish, run_key,
+    command_line,
+    machine_info,
+    markdown_table,
+    now_utc,
+    publish,
+    run_key,
 )
 from pretrain.config import load_config  # noqa: E402
 from pretrain.engine import Pretrainer  # noqa: E402

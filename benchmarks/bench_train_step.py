@@ -27,7 +27,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line, goal_mark, machine_info, markdown_table, now_utc, publish, run_key, spread,
+    command_line,
+    goal_mark,
+    machine_info,
+    markdown_table,
+    now_utc,
+    publish,
+    run_key,
+    spread,
 )
 from pretrain.config import load_config  # noqa: E402
 from pretrain.data import DIGITS_TRAIN_SIZE  # noqa: E402

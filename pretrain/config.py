@@ -333,15 +333,27 @@ def config_from_yaml_text(text: str, opts: Iterable[str] = ()) -> CN:
     return cfg
 
 
-def validate(cfg: CN) -> None:
-    """Reject values that are out of range or not among the documented choices."""
-    for key, allowed in CHOICES.items():
+def check_choices(cfg: CN, choices: dict) -> None:
+    """Every key of ``choices`` must hold one of its allowed values; the error suggests the closest."""
+    for key, allowed in choices.items():
         section, _, leaf = key.rpartition(".")
         value = cfg[section][leaf] if section else cfg[leaf]
         if value not in allowed:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{key} = '{value}' is not valid.{hint} Choose one of: {', '.join(allowed)}.")
+
+
+def raise_first_failed(checks) -> None:
+    """``checks`` are (condition, message) pairs; the first false condition becomes a ConfigError."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{message}. Fix it in the config file or with a KEY VALUE override.")
+
+
+def validate(cfg: CN) -> None:
+    """Reject values that are out of range or not among the documented choices."""
+    check_choices(cfg, CHOICES)
     sol, aug = cfg.SOLVER, cfg.AUG
     checks = [
         (sol.BASE_LR > 0, f"SOLVER.BASE_LR must be > 0, got {sol.BASE_LR}"),
@@ -369,9 +381,7 @@ def validate(cfg: CN) -> None:
          f"KNN.K and KNN.TEMPERATURE must be > 0, got {cfg.KNN.K}, {cfg.KNN.TEMPERATURE}"),
         (cfg.CHECKPOINT.PERIOD > 0, f"CHECKPOINT.PERIOD must be > 0, got {cfg.CHECKPOINT.PERIOD}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{message}. Fix it in the config file or with a KEY VALUE override.")
+    raise_first_failed(checks)
 
 
 def effective_lr(cfg: CN) -> float:

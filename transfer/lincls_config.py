@@ -8,13 +8,19 @@ The loading machinery (YAML chain, overrides, unknown-key hints) is the one of p
 
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Iterable, Optional
 
 from yacs.config import CfgNode as CN
 
-from pretrain.config import ConfigError, _load_yaml_chain, _merge, _override_pairs, resolve_config_path
+from pretrain.config import (
+    _load_yaml_chain,
+    _merge,
+    _override_pairs,
+    check_choices,
+    raise_first_failed,
+    resolve_config_path,
+)
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "lincls")
 DEFINED_IN = "transfer/lincls_config.py"
@@ -99,13 +105,7 @@ def load_lincls_config(cfg_file: Optional[str] = None, opts: Iterable[str] = ())
 
 def validate(cfg: CN) -> None:
     """Reject values that are out of range or not among the documented choices."""
-    for key, allowed in CHOICES.items():
-        section, _, leaf = key.rpartition(".")
-        value = cfg[section][leaf] if section else cfg[leaf]
-        if value not in allowed:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{key} = '{value}' is not valid.{hint} Choose one of: {', '.join(allowed)}.")
+    check_choices(cfg, CHOICES)
     lin = cfg.LINCLS
     milestones = list(lin.MILESTONES)
     checks = [
@@ -125,6 +125,4 @@ def validate(cfg: CN) -> None:
         (cfg.DATA.NUM_WORKERS >= -1, f"DATA.NUM_WORKERS must be >= 0 (or -1 = as in the checkpoint), "
                                      f"got {cfg.DATA.NUM_WORKERS}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"{message}. Fix it in the config file or with a KEY VALUE override.")
+    raise_first_failed(checks)
