@@ -229,14 +229,34 @@ def check_weights_fit(cfg: CfgNode) -> None:
 
 
 # -------------------------------------------------------------------------------------------- trainer
+def evaluation_tasks(cfg: CfgNode) -> tuple:
+    """The COCO tasks of the model's heads: boxes always, masks and keypoints when switched on."""
+    return ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ()) + (("keypoints",) if cfg.MODEL.KEYPOINT_ON else ())
+
+
+class ModelCOCOEvaluator(COCOEvaluator):
+    """COCO evaluation of every task of the model; a model with no detection at all scores AP 0, not NaN.
+
+    Detectron2 infers the tasks from the predictions and reports NaN when there are none, so an
+    undertrained model would silently lose its mask or keypoint row.
+    """
+
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names)
+        if coco_eval is None:
+            logger.warning(f"No {iou_type} detections at all: every {iou_type} AP is 0.")
+            return {metric: 0.0 for metric in results}
+        return results
+
+
 class DetectionTrainer(DefaultTrainer):
     """Detectron2's trainer with COCO evaluation (the pure-Python path when the compiled ops are absent)."""
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=d2compat.has_compiled_ops(),
-                             kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+        return ModelCOCOEvaluator(dataset_name, tasks=evaluation_tasks(cfg), output_dir=output_folder,
+                                  use_fast_impl=d2compat.has_compiled_ops(), kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
 
 
 # ------------------------------------------------------------------------------------------ data sets

@@ -34,7 +34,9 @@ TOOLS = os.path.join(ROOT, "tools")
 # Subprocesses: one thread (see the module docstring), no warnings noise in the output checked below.
 SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 # A few iterations, a short precise-BN pass and batch 2: seconds per run on the CPU.
-FAST = ["SOLVER.MAX_ITER", "3", "TEST.PRECISE_BN.NUM_ITER", "2", "SOLVER.IMS_PER_BATCH", "2"]
+# few iterations at a small lr: the stem stays close to the loaded weights (checked below)
+FAST = ["SOLVER.MAX_ITER", "3", "TEST.PRECISE_BN.NUM_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.02",
+        "SOLVER.WARMUP_ITERS", "20"]
 # Keypoint R-CNN's default head is 8 convs of 512 channels over every detection: ~5 s per 128 px image on one
 # CPU thread. Two convs of 64 channels keep the same head type and make evaluation take well under a second.
 SMALL_KEYPOINT_HEAD = ["MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", "(64, 64)"]
@@ -323,3 +325,17 @@ def test_train_det_command_fine_tunes_and_prints_coco_tables(tmp_path, synthetic
         assert f"copypaste: Task: {task}" in proc.stdout
     assert proc.stdout.count("|  AP   |  AP50  |  AP75  |  APs  |  APm  |  APl  |") >= 2
     assert "Traceback" not in proc.stderr
+
+
+def test_a_model_without_detections_scores_zero_for_each_of_its_tasks():
+    from transfer.detection import ModelCOCOEvaluator, evaluation_tasks
+
+    cfg = load_det_config("synthetic_keypoint_rcnn.yaml", world_size=1)
+    assert evaluation_tasks(cfg) == ("bbox", "keypoints")
+    assert evaluation_tasks(load_det_config("mask_rcnn_1x.yaml", world_size=1)) == ("bbox", "segm")
+    evaluator = ModelCOCOEvaluator.__new__(ModelCOCOEvaluator)  # only the result derivation is exercised
+    import logging
+
+    evaluator._logger = logging.getLogger("test")
+    results = evaluator._derive_coco_results(None, "keypoints")
+    assert results == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "APm": 0.0, "APl": 0.0}
