@@ -65,7 +65,7 @@ _C.DATA.ROOT = ""
 # Loader worker processes (-1 = DATA.NUM_WORKERS of the pretraining config saved in the checkpoint).
 _C.DATA.NUM_WORKERS = -1
 
-# Folder for config.yaml, log.txt, metrics.jsonl and lincls_checkpoint.pth ("" = <checkpoint dir>/lincls_<cfg name>).
+# Folder for config.yaml, log.txt, metrics.jsonl and lincls_checkpoint.pth ("" = <checkpoint dir>/lincls_<cfg name>_<step>).
 _C.OUTPUT_DIR = ""
 # Random seed (classifier initialisation, shuffling, augmentation).
 _C.SEED = 0
