@@ -35,14 +35,7 @@ TINY_PRETRAIN = ["MODEL.WIDTH", "4", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", 
 QUIET = ["PROGRESS_BAR", "False", "DEVICE", "cpu", "DATA.NUM_WORKERS", "0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The width-4 networks here are far too small to gain from intra-op threads, and when the suite shares
-    the CPU with other work, spinning OpenMP threads make them several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
