@@ -64,6 +64,8 @@ _C.MODEL.OUT_DIM = 128
 _C.MODEL.SYNC_BN = False
 # Use the channels_last memory format (faster convolutions on recent GPUs).
 _C.MODEL.CHANNELS_LAST = False
+# Compile the online and target networks with torch.compile (faster steps on GPUs after a warm-up compile).
+_C.MODEL.COMPILE = False
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -85,6 +87,8 @@ _C.DATA.STD = [0.229, 0.224, 0.225]
 _C.DATA.NUM_WORKERS = 4
 # Class list restricting an ImageFolder dataset ("" = builtin CMC list for imagenet100, else all).
 _C.DATA.CLASS_LIST = ""
+# What to do with an image file that cannot be decoded: "skip" (warn, use another image, count) or "fail".
+_C.DATA.BAD_IMAGES = "skip"
 
 # ---------------------------------------------------------------------------------------------
 # Augmentation (t1 weak, t2 aggressive; t2 is applied to the output of t1)
@@ -136,6 +140,8 @@ _C.SOLVER.WEIGHT_DECAY = 5e-4
 _C.SOLVER.LARS_TRUST_COEF = 0.001
 # Mixed precision: "none", "fp16" (with GradScaler) or "bf16". The loss is always computed in fp32.
 _C.SOLVER.AMP = "none"
+# Optimizer kernels: "auto" (torch's choice: foreach on GPU), "fused" (SGD on CUDA/CPU), "foreach" or "for_loop".
+_C.SOLVER.OPTIMIZER_IMPL = "auto"
 
 # ---------------------------------------------------------------------------------------------
 # Monitoring, checkpoints, run
@@ -159,6 +165,8 @@ _C.CHECKPOINT = CN()
 _C.CHECKPOINT.PERIOD = 10
 # Number of periodic checkpoints kept in OUTPUT_DIR (older ones are deleted; 0 keeps all).
 _C.CHECKPOINT.KEEP_LAST = 3
+# Also save every this many optimizer steps, mid-epoch included (0 = only on epoch boundaries).
+_C.CHECKPOINT.STEP_PERIOD = 0
 
 # Folder for config.yaml, log.txt, metrics.jsonl, TensorBoard events and checkpoints.
 _C.OUTPUT_DIR = "output/pretrain"
@@ -182,6 +190,8 @@ CHOICES = {
     "SOLVER.OPTIMIZER": ("sgd", "lars"),
     "AUG.AGGRESSIVE_ON": ("cpu", "device"),
     "SOLVER.AMP": ("none", "fp16", "bf16"),
+    "SOLVER.OPTIMIZER_IMPL": ("auto", "fused", "foreach", "for_loop"),
+    "DATA.BAD_IMAGES": ("skip", "fail"),
     "DEVICE": ("auto", "cpu", "cuda"),
 }
 
@@ -380,6 +390,7 @@ def validate(cfg: CN) -> None:
         (cfg.KNN.K > 0 and cfg.KNN.TEMPERATURE > 0,
          f"KNN.K and KNN.TEMPERATURE must be > 0, got {cfg.KNN.K}, {cfg.KNN.TEMPERATURE}"),
         (cfg.CHECKPOINT.PERIOD > 0, f"CHECKPOINT.PERIOD must be > 0, got {cfg.CHECKPOINT.PERIOD}"),
+        (cfg.CHECKPOINT.STEP_PERIOD >= 0, f"CHECKPOINT.STEP_PERIOD must be >= 0, got {cfg.CHECKPOINT.STEP_PERIOD}"),
     ]
     raise_first_failed(checks)
 
