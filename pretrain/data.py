@@ -16,16 +16,25 @@ is -1 for unlabeled images (STL-10's unlabeled split). Supported names:
 DATA.CLASS_LIST (a text file, one wnid per line) restricts any folder-based dataset to the
 listed classes; labels follow the sorted order of the class names, as in torchvision's ImageFolder.
 Problems the user must fix raise :class:`DatasetError` with the expected layout and the fix.
+
+Folder datasets read every file with :func:`load_rgb_image`, which decodes it fully and converts any
+mode to 8-bit RGB (16-bit gray scaled, transparency composited onto white). A file that cannot be
+decoded follows DATA.BAD_IMAGES: "fail" raises :class:`BadImageError` naming it; "skip" warns once per
+process, uses the next image instead and counts it, see :func:`bad_image_report`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import multiprocessing
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import struct
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -116,57 +125,251 @@ def _require_dir(path: str, name: str, root: str) -> None:
 
 
 # =================================================================================================
-# Image loading and generic datasets
+# Image loading: any PIL mode -> 8-bit RGB; undecodable files -> BadImageError
 # =================================================================================================
-def load_rgb_image(path: str) -> Image.Image:
-    """Open an image file with PIL as RGB; an unreadable file raises DatasetError naming it."""
+logger = logging.getLogger("pretrain")
+
+# Transparent pixels (alpha channel, or a transparent palette / colour key) are composited onto white:
+# such files are mostly clip art and logos drawn for a white page, whose dark strokes vanish on black.
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+GRAY_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# What PIL raises for files it cannot decode (zlib/struct errors escape from some damaged PNG/TIFF files).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+
+BAD_IMAGE_POLICIES = ("skip", "fail")
+DEFAULT_BAD_IMAGES = "skip"  # as the config default DATA.BAD_IMAGES
+MAX_CONSECUTIVE_BAD_IMAGES = 10  # under "skip", how many files in a row may fail before giving up
+
+
+class BadImageError(DatasetError):
+    """An image file that cannot be decoded; the message names the file, PIL's error and the fix.
+
+    Constructible from the message alone, so that a DataLoader worker re-raises it with its own type.
+    """
+
+    def __init__(self, message: str, path: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
+def _gray_to_8bit(image: Image.Image) -> Image.Image:
+    """A high-depth grayscale image (I;16*, I, F) as mode L, scaled rather than clipped.
+
+    I;16 and I are taken as 16-bit (0..65535 -> 0..255, values outside clipped); F is taken as
+    0..1 when all its values lie in [0, 1], else as 0..255 (clipped). PIL's own convert("L") clips
+    I;16 and I at 255, which turns almost every 16-bit image white.
+    """
+    values = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+        scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0
+    return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), "L")
+
+
+def _composite_on_background(image: Image.Image) -> Image.Image:
+    """An image with transparency (alpha band, transparent palette or colour key) flattened to RGB."""
+    if image.mode == "La":  # premultiplied L+alpha: PIL converts it to RGBA only through LA
+        image = image.convert("LA")
+    rgba = image.convert("RGBA")  # a palette goes through RGBA, which also avoids PIL's transparency warning
+    background = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: 16-bit/int/float gray scaled to 8 bit, transparency composited onto
+    TRANSPARENT_BACKGROUND (white), everything else (L, 1, P, CMYK, YCbCr, ...) by PIL's conversion."""
+    if image.mode in GRAY_16BIT_MODES or image.mode in ("I", "F"):
+        image = _gray_to_8bit(image)
+    elif image.has_transparency_data:
+        return _composite_on_background(image)
+    return image.convert("RGB")  # a copy even for RGB: the result outlives the opened file
+
+
+def _failure_reason(path: str, err: Exception) -> str:
+    """PIL's (or the OS's) error as one phrase, saying so plainly when the file is empty."""
     try:
-        with open(path, "rb") as handle:
-            image = Image.open(handle)
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DatasetError(f"Cannot read image {path}: {err}. The file is corrupt or not an image; "
-                           f"replace it with a good copy or delete it.") from None
+        if os.path.getsize(path) == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    if isinstance(err, UnidentifiedImageError):  # its text repeats the path
+        return "UnidentifiedImageError: PIL recognises no image format in it"
+    return f"{type(err).__name__}: {err}"
 
 
-class LabeledFiles(Dataset):
+def load_rgb_image(path: str) -> Image.Image:
+    """Decode an image file fully and return it as 8-bit RGB (see :func:`to_rgb`).
+
+    Decoding happens here, not lazily in a later transform, so a truncated or corrupt file raises
+    :class:`BadImageError` naming it. PIL's global LOAD_TRUNCATED_IMAGES is left alone: a truncated file is bad.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except DECODE_ERRORS as err:
+        reason = _failure_reason(path, err)
+        problem = ("cannot be opened" if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError))
+                   else "is corrupt, truncated or not an image")
+        raise BadImageError(
+            f"Cannot read image {path}: {reason}. The file {problem}. Remove it or replace it with a good copy, "
+            f"or set DATA.BAD_IMAGES skip to skip such files with a warning.", path=path, reason=reason) from None
+
+
+# -- bad files under DATA.BAD_IMAGES --------------------------------------------------------------
+_warned_paths = set()  # files already reported by this process
+
+
+def check_bad_images_policy(policy: str) -> str:
+    """The DATA.BAD_IMAGES value, checked to be one of BAD_IMAGE_POLICIES."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise DatasetError(f"DATA.BAD_IMAGES is {policy!r}; choose one of: {', '.join(BAD_IMAGE_POLICIES)}.")
+    return policy
+
+
+def _warn_skipped(path: str, err: BadImageError) -> None:
+    """Log a skipped file once per process (a file is met again every epoch)."""
+    if path in _warned_paths:
+        return
+    _warned_paths.add(path)
+    logger.warning("Skipping unreadable image %s (%s); the next image of the data set is used in its place "
+                   "(DATA.BAD_IMAGES skip). Remove or replace the file, or set DATA.BAD_IMAGES fail to stop "
+                   "on such files.", path, err.reason)
+
+
+class FaultTolerantFiles:
+    """Mixin for datasets of ``self.samples`` = [(path, label)]: loading under the DATA.BAD_IMAGES policy.
+
+    "fail" raises BadImageError for an undecodable file. "skip" logs it, marks it and returns the next
+    readable sample (wrapping around), so batches keep their size; after MAX_CONSECUTIVE_BAD_IMAGES
+    bad files in a row it raises DatasetError. The marks live in shared memory created in the
+    constructor, which DataLoader workers inherit when they start (fork or spawn), so
+    :func:`bad_image_report` in the main process sees the files that any worker skipped.
+    """
+
+    samples: list[tuple[str, int]]
+
+    def _init_bad_images(self, policy: str) -> None:
+        self.bad_images = check_bad_images_policy(policy)
+        # One byte per sample (1 = skipped), without a lock: each writer only ever sets bytes to 1.
+        self._skipped_flags = multiprocessing.Array("B", max(len(self.samples), 1), lock=False)
+
+    @property
+    def skipped_count(self) -> int:
+        """How many distinct files of this data set were skipped so far, by any process."""
+        return int(np.count_nonzero(np.frombuffer(self._skipped_flags, dtype=np.uint8)))
+
+    def load_sample(self, index: int) -> tuple[Image.Image, int]:
+        """(RGB image, label) of sample ``index``; under "skip", of the next readable sample."""
+        if self.bad_images == "fail":
+            path, label = self.samples[index]
+            return load_rgb_image(path), label
+        size = len(self.samples)
+        tries = min(MAX_CONSECUTIVE_BAD_IMAGES, size)
+        for step in range(tries):
+            current = (index + step) % size
+            path, label = self.samples[current]
+            try:
+                return load_rgb_image(path), label
+            except BadImageError as err:
+                self._skipped_flags[current] = 1
+                _warn_skipped(path, err)
+        first = self.samples[index % size][0]
+        raise DatasetError(
+            f"{tries} consecutive image files, starting at {first}, could not be read (see the warnings above); "
+            f"too many consecutive bad files for DATA.BAD_IMAGES skip. The data is probably damaged or not "
+            f"images at all: check the folder, re-extract or re-download the data set.")
+
+
+def _fault_tolerant_parts(dataset, depth: int = 0) -> Iterator[FaultTolerantFiles]:
+    """The FaultTolerantFiles data sets inside ``dataset``, looking through ``.dataset`` (Subset, seeded or
+    other wrappers, a DataLoader) and ``.datasets`` (ConcatDataset)."""
+    if depth > 20 or dataset is None:
+        return
+    if isinstance(dataset, FaultTolerantFiles):
+        yield dataset
+        return
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None:
+        yield from _fault_tolerant_parts(inner, depth + 1)
+    for part in getattr(dataset, "datasets", None) or ():
+        yield from _fault_tolerant_parts(part, depth + 1)
+
+
+def bad_image_count(dataset) -> int:
+    """Distinct unreadable files skipped so far in ``dataset`` (wrappers are looked through); 0 if none."""
+    parts = {id(part): part for part in _fault_tolerant_parts(dataset)}
+    return sum(part.skipped_count for part in parts.values())
+
+
+def bad_image_report(dataset) -> str | None:
+    """A one-line summary of the unreadable files skipped so far in ``dataset``, or None when none were."""
+    count = bad_image_count(dataset)
+    if not count:
+        return None
+    return (f"{count} unreadable image(s) were skipped (DATA.BAD_IMAGES skip); "
+            f"see the warnings above for their paths")
+
+
+# =================================================================================================
+# Generic folder datasets
+# =================================================================================================
+class LabeledFiles(FaultTolerantFiles, Dataset):
     """A list of (image path, label) pairs read with PIL, yielding ``(transform(image), label)``."""
 
-    def __init__(self, samples: Sequence[Tuple[str, int]], classes: Sequence[str],
-                 transform: Optional[Callable] = None):
+    def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str],
+                 transform: Callable | None = None, bad_images: str = DEFAULT_BAD_IMAGES):
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
         self.classes = list(classes)
         self.transform = transform
+        self._init_bad_images(bad_images)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        image = load_rgb_image(path)
+        image, label = self.load_sample(index)
         return (self.transform(image) if self.transform is not None else image), label
 
 
-class ClassListImageFolder(tvd.ImageFolder):
+class ClassListImageFolder(FaultTolerantFiles, tvd.ImageFolder):
     """torchvision's ImageFolder, optionally restricted to a given list of class folders.
 
     With ``classes`` given, only those folders are read and labels follow their sorted order, so
     a train and a val folder built with the same list get the same labels. Listed classes missing
-    from the tree raise DatasetError naming them.
+    from the tree, and class folders without image files, raise DatasetError naming them. Files
+    that cannot be decoded follow the ``bad_images`` policy (see :class:`FaultTolerantFiles`).
     """
 
-    def __init__(self, root: str, classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
-                 list_source: str = "the class list"):
+    def __init__(self, root: str, classes: Sequence[str] | None = None, transform: Callable | None = None,
+                 list_source: str = "the class list", bad_images: str = DEFAULT_BAD_IMAGES):
         self.wanted_classes = sorted(set(classes)) if classes is not None else None
         self.list_source = list_source
         try:
-            super().__init__(root, transform=transform, loader=load_rgb_image)
-        except FileNotFoundError as err:  # no class folders, or class folders without images
-            raise DatasetError(f"{root} holds no usable images: {err}. Each class needs a folder "
+            # allow_empty: empty class folders are reported below, by name and with the fix
+            super().__init__(root, transform=transform, loader=load_rgb_image, allow_empty=True)
+        except FileNotFoundError as err:  # no class folders at all
+            raise DatasetError(f"{os.path.abspath(root)} holds no usable images: {err}. Each class needs a folder "
                                f"<wnid>/ with image files ({', '.join(IMG_EXTENSIONS)}).") from None
+        self._check_no_empty_classes()
+        self._init_bad_images(bad_images)
 
-    def find_classes(self, directory: str) -> Tuple[List[str], Dict[str, int]]:
+    def _check_no_empty_classes(self) -> None:
+        """Raise DatasetError naming the class folders that hold no image files."""
+        empty = sorted(set(self.classes) - {self.classes[label] for label in set(self.targets)})
+        if not empty:
+            return
+        folders = [os.path.join(os.path.abspath(self.root), name) for name in empty]
+        shown = ", ".join(folders[:10]) + (f" ... ({len(folders)} in all)" if len(folders) > 10 else "")
+        raise DatasetError(
+            f"{len(empty)} class folder(s) hold no image files ({', '.join(IMG_EXTENSIONS)}): {shown}. "
+            f"Add images to them, or remove those folders, or set DATA.CLASS_LIST to a file listing only the "
+            f"classes to use.")
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         """All class folders (ImageFolder's rule), or the wanted ones after checking they exist."""
         if self.wanted_classes is None:
             return super().find_classes(directory)
@@ -179,11 +382,19 @@ class ClassListImageFolder(tvd.ImageFolder):
                 f"DATA.CLASS_LIST to a file listing only classes present in the tree.")
         return list(self.wanted_classes), {name: i for i, name in enumerate(self.wanted_classes)}
 
+    def __getitem__(self, index: int):
+        image, label = self.load_sample(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            label = self.target_transform(label)
+        return image, label
+
 
 # =================================================================================================
 # Class lists
 # =================================================================================================
-def read_class_list(path: str) -> List[str]:
+def read_class_list(path: str) -> list[str]:
     """Class names from a text file: one per line; blank lines and '#' comments are ignored."""
     if not os.path.isfile(path):
         raise DatasetError(f"Class list file {os.path.abspath(path)} (DATA.CLASS_LIST) does not exist. "
@@ -198,7 +409,7 @@ def read_class_list(path: str) -> List[str]:
     return sorted(set(names))
 
 
-def _class_list_path(cfg) -> Optional[str]:
+def _class_list_path(cfg) -> str | None:
     """DATA.CLASS_LIST if set, else the builtin CMC list for imagenet100, else None (all classes)."""
     if cfg.DATA.CLASS_LIST:
         if cfg.DATA.NAME not in FOLDER_DATASETS:
@@ -209,7 +420,7 @@ def _class_list_path(cfg) -> Optional[str]:
     return IMAGENET100_CLASS_FILE if cfg.DATA.NAME == "imagenet100" else None
 
 
-def class_names(cfg) -> Optional[List[str]]:
+def class_names(cfg) -> list[str] | None:
     """The class restriction of the configured dataset (sorted), or None when all classes are used."""
     path = _class_list_path(cfg)
     return read_class_list(path) if path else None
@@ -239,7 +450,7 @@ def _digit_to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(gray).resize(size, Image.Resampling.BICUBIC).convert("RGB")
 
 
-def digits_split(split: str) -> Tuple[List[Image.Image], List[int]]:
+def digits_split(split: str) -> tuple[list[Image.Image], list[int]]:
     """Images and labels of the fixed stratified digits split ("train": 1347, "test": 450)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -256,7 +467,7 @@ def digits_split(split: str) -> Tuple[List[Image.Image], List[int]]:
 class DigitsDataset(Dataset):
     """scikit-learn's handwritten digits as 32x32 RGB PIL images, held in memory."""
 
-    def __init__(self, split: str = "train", transform: Optional[Callable] = None):
+    def __init__(self, split: str = "train", transform: Callable | None = None):
         self.images, self.targets = digits_split(split)
         self.classes = [str(i) for i in range(10)]
         self.transform = transform
@@ -275,7 +486,7 @@ class DigitsDataset(Dataset):
 _TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "stl10": "stl10_binary"}
 
 
-def _torchvision_dataset(cfg, split: str, transform: Optional[Callable]) -> Dataset:
+def _torchvision_dataset(cfg, split: str, transform: Callable | None) -> Dataset:
     """CIFAR-10/100 ("train"/"test") or STL-10 ("train+unlabeled"/"train"/"test") under DATA.ROOT."""
     name, root, download = cfg.DATA.NAME, cfg.DATA.ROOT, bool(cfg.DATA.DOWNLOAD)
     if not download:
@@ -288,8 +499,9 @@ def _torchvision_dataset(cfg, split: str, transform: Optional[Callable]) -> Data
     except DatasetError:
         raise
     except RuntimeError as err:  # torchvision: files missing or failing their checksum
+        folder = os.path.join(os.path.abspath(root), _TORCHVISION_FOLDERS[name])
         raise _missing_data_error(name, root, f"the files are incomplete or corrupted ({err}). Delete "
-                                  f"{os.path.join(os.path.abspath(root), _TORCHVISION_FOLDERS[name])} and fetch it again.") from None
+                                  f"{folder} and fetch it again.") from None
     except OSError as err:  # includes urllib's URLError when the download fails
         raise _missing_data_error(name, root, f"could not be read or downloaded ({err}). Check the network "
                                   f"or copy the data by hand.") from None
@@ -305,16 +517,20 @@ def _folder_root(cfg) -> str:
     return cfg.DATA.ROOT
 
 
-def _folder_split(cfg, split: str, transform: Optional[Callable],
-                  classes: Optional[Sequence[str]]) -> ClassListImageFolder:
+def _folder_split(cfg, split: str, transform: Callable | None,
+                  classes: Sequence[str] | None) -> ClassListImageFolder:
     """train/ or val/ of a folder dataset as an ImageFolder restricted to ``classes`` (None = all)."""
     path = os.path.join(_folder_root(cfg), split)
     _require_dir(path, cfg.DATA.NAME, cfg.DATA.ROOT)
+    if not any(entry.is_dir() for entry in os.scandir(path)):
+        raise _missing_data_error(cfg.DATA.NAME, cfg.DATA.ROOT, f"folder {os.path.abspath(path)} holds no class "
+                                  f"folders (one sub-folder of images per class is expected).")
     source = _class_list_path(cfg) or f"{os.path.abspath(os.path.join(_folder_root(cfg), 'train'))}"
-    return ClassListImageFolder(path, classes=classes, transform=transform, list_source=source)
+    return ClassListImageFolder(path, classes=classes, transform=transform, list_source=source,
+                                bad_images=check_bad_images_policy(cfg.DATA.BAD_IMAGES))
 
 
-def _read_tiny_annotations(path: str) -> List[Tuple[str, str]]:
+def _read_tiny_annotations(path: str) -> list[tuple[str, str]]:
     """(file name, wnid) pairs of Tiny ImageNet's val_annotations.txt (tab-separated, box ignored)."""
     pairs = []
     with open(path, "r", encoding="utf-8") as handle:
@@ -323,13 +539,14 @@ def _read_tiny_annotations(path: str) -> List[Tuple[str, str]]:
             if not fields:
                 continue
             if len(fields) < 2:
-                raise DatasetError(f"{path}, line {number}: expected 'file<TAB>wnid<TAB>x y w h', got {line.strip()!r}. "
-                                   f"Restore val_annotations.txt from the official tiny-imagenet-200.zip.")
+                raise DatasetError(f"{path}, line {number}: expected 'file<TAB>wnid<TAB>x y w h', got "
+                                   f"{line.strip()!r}. Restore val_annotations.txt from the official "
+                                   f"tiny-imagenet-200.zip.")
             pairs.append((fields[0], fields[1]))
     return pairs
 
 
-def _tiny_flat_val(cfg, transform: Optional[Callable], classes: Sequence[str], restricted: bool) -> LabeledFiles:
+def _tiny_flat_val(cfg, transform: Callable | None, classes: Sequence[str], restricted: bool) -> LabeledFiles:
     """The official flat Tiny ImageNet val (val/images + val_annotations.txt), labelled like train.
 
     With ``restricted`` (a class list is in use) images of other classes are skipped; otherwise an
@@ -348,17 +565,17 @@ def _tiny_flat_val(cfg, transform: Optional[Callable], classes: Sequence[str], r
         samples.append((path, class_to_idx[wnid]))
     if unknown and not restricted:
         raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, f"val_annotations.txt names {len(unknown)} classes "
-                                  f"without a train/ folder (e.g. {sorted(unknown)[0]}); train/ is incomplete.")
+                                  f"without a train/ folder (e.g. {min(unknown)}); train/ is incomplete.")
     if absent:
         raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, f"{len(absent)} images listed in "
                                   f"val_annotations.txt are missing (e.g. {absent[0]}).")
     if not samples:
         raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, "val_annotations.txt lists no images of the "
                                   "selected classes.")
-    return LabeledFiles(samples, classes, transform)
+    return LabeledFiles(samples, classes, transform, bad_images=check_bad_images_policy(cfg.DATA.BAD_IMAGES))
 
 
-def _tiny_val(cfg, transform: Optional[Callable], classes: Sequence[str], restricted: bool) -> Dataset:
+def _tiny_val(cfg, transform: Callable | None, classes: Sequence[str], restricted: bool) -> Dataset:
     """Tiny ImageNet val: the official flat layout when val_annotations.txt exists, else class folders."""
     val_dir = os.path.join(_folder_root(cfg), "val")
     _require_dir(val_dir, "tiny_imagenet", cfg.DATA.ROOT)
@@ -367,7 +584,7 @@ def _tiny_val(cfg, transform: Optional[Callable], classes: Sequence[str], restri
     return _folder_split(cfg, "val", transform, classes)
 
 
-def _folder_eval_datasets(cfg, transform: Optional[Callable]) -> Tuple[Dataset, Dataset]:
+def _folder_eval_datasets(cfg, transform: Callable | None) -> tuple[Dataset, Dataset]:
     """train/ and val/ with the same classes and labels (val is checked to hold train's classes)."""
     restriction = class_names(cfg)
     memory = _folder_split(cfg, "train", transform, restriction)
@@ -379,7 +596,7 @@ def _folder_eval_datasets(cfg, transform: Optional[Callable]) -> Tuple[Dataset, 
 # =================================================================================================
 # Public API
 # =================================================================================================
-def build_pretrain_dataset(cfg, transform: Optional[Callable]) -> Dataset:
+def build_pretrain_dataset(cfg, transform: Callable | None) -> Dataset:
     """The pretraining images of DATA.NAME; items are ``(transform(image), label)`` (label -1 if unlabeled)."""
     name = cfg.DATA.NAME
     _check_config(cfg)
@@ -390,7 +607,7 @@ def build_pretrain_dataset(cfg, transform: Optional[Callable]) -> Dataset:
     return _folder_split(cfg, "train", transform, class_names(cfg))
 
 
-def build_eval_datasets(cfg, transform: Optional[Callable]) -> Tuple[Dataset, Dataset]:
+def build_eval_datasets(cfg, transform: Callable | None) -> tuple[Dataset, Dataset]:
     """Labeled (memory/train, test) datasets for kNN and linear evaluation, sharing one label space."""
     name = cfg.DATA.NAME
     _check_config(cfg)

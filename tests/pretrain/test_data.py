@@ -152,7 +152,7 @@ def test_corrupt_image_raises_dataset_error(tmp_path):
     root = _fake_imagenet(str(tmp_path))
     with open(os.path.join(root, "train", WNIDS[0], "img_0.png"), "wb") as handle:
         handle.write(b"not an image")
-    dataset = build_pretrain_dataset(_cfg("imagenet", root=root), None)
+    dataset = build_pretrain_dataset(_cfg("imagenet", root=root, BAD_IMAGES="fail"), None)
     with pytest.raises(DatasetError, match="img_0.png"):
         dataset[0]
 
