@@ -20,9 +20,17 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from pretrain.checkpoint import CHECKPOINT_KIND, save_atomic_bytes
+from pretrain.checkpoint import (
+    CHECKPOINT_KIND,
+    LINCLS_KIND,
+    lincls_source,
+    save_atomic_bytes,
+    torch_load_quietly,
+    unreadable_message,
+)
 from pretrain.errors import UserError
 from pretrain.model import ARCHITECTURES, ResNet
+from pretrain.paths import ensure_output_dir
 
 AUTHOR = "MSR"
 
@@ -65,6 +73,10 @@ def _flat_state(obj) -> Tuple[Dict[str, torch.Tensor], str]:
 
 def extract_backbone(obj, which: str = "online", source: str = "checkpoint") -> Backbone:
     """Find the ResNet encoder inside a loaded checkpoint and return it with torchvision key names."""
+    if isinstance(obj, dict) and obj.get("kind") == LINCLS_KIND:
+        raise ConversionError(f"{source} is a linear-evaluation checkpoint (kind '{LINCLS_KIND}', written by "
+                              f"tools/lincls.py): it holds only a linear classifier, no encoder to convert. Convert "
+                              f"the pretraining checkpoint it evaluated instead: {lincls_source(obj)}.")
     flat, style = _flat_state(obj)
     if style == "msr":  # this project's checkpoint: model = online network, target = EMA network
         state = obj["model"] if which == "online" else obj.get("target")
@@ -171,6 +183,8 @@ def d2_pickle_dict(converted: Dict[str, torch.Tensor]) -> dict:
 
 
 def write_d2_pickle(converted: Dict[str, torch.Tensor], path: str) -> None:
+    """Write Detectron2's pickle of ``converted`` to ``path`` atomically (its folder is created if missing)."""
+    ensure_output_dir(os.path.dirname(path) or ".", f"the folder of the output file '{path}'")
     save_atomic_bytes(pickle.dumps(d2_pickle_dict(converted), protocol=pickle.HIGHEST_PROTOCOL), path)
 
 
@@ -187,15 +201,22 @@ def load_weights_file(path: str, allow_unsafe_pickle: bool = False):
     Checkpoints downloaded from the internet can run arbitrary code when fully unpickled.
     """
     if not os.path.isfile(path):
-        raise ConversionError(f"Checkpoint '{path}' does not exist.")
+        raise ConversionError(f"Checkpoint '{path}' does not exist. Pass the path of a pretraining checkpoint "
+                              f"(checkpoint_*.pth in the run's OUTPUT_DIR) or of another ResNet checkpoint.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
-        raise ConversionError(
-            f"'{path}' cannot be loaded safely (weights_only): {first}. It stores Python objects besides "
-            f"tensors, and unpickling those can run arbitrary code. If you trust where the file comes from, "
-            f"pass --allow-unsafe-pickle.") from None
-    except Exception as err:
-        raise ConversionError(f"Could not read '{path}': {err.__class__.__name__}: {err}. Is it a PyTorch "
-                              f"checkpoint, complete and uncorrupted?") from None
+        return torch_load_quietly(path, weights_only=not allow_unsafe_pickle)
+    except Exception as err:  # noqa: BLE001 (needs unsafe unpickling, corrupt, or not a torch file)
+        raise ConversionError(_load_error_message(path, err, allow_unsafe_pickle)) from None
+
+
+def _load_error_message(path: str, err: Exception, allow_unsafe_pickle: bool) -> str:
+    """Why ``path`` did not load; the fix names --allow-unsafe-pickle where that flag would help."""
+    if allow_unsafe_pickle:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return (f"Could not read '{path}' even with --allow-unsafe-pickle: {err.__class__.__name__}: {first}. "
+                f"Is it a PyTorch checkpoint, complete and uncorrupted?")
+    fix = "If you trust where the file comes from, pass --allow-unsafe-pickle (only then is it fully unpickled)."
+    if path.endswith(".pkl"):
+        fix = ("A Detectron2 .pkl is already converted: pass it to tools/train_det.py as MODEL.WEIGHTS. Otherwise, "
+               "if you trust where the file comes from, pass --allow-unsafe-pickle.")
+    return unreadable_message(path, err, fix, corrupt_fix="Pass a PyTorch checkpoint of a ResNet.")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import pickle
 from typing import Dict, Iterable, List
 
 import torch
@@ -17,6 +16,7 @@ from . import d2compat
 
 d2compat.apply()
 
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
 from detectron2.engine import DefaultTrainer  # noqa: E402
 from detectron2.evaluation import COCOEvaluator  # noqa: E402
@@ -25,9 +25,18 @@ from detectron2.modeling import BACKBONE_REGISTRY  # noqa: E402
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone  # noqa: E402
 
+from pretrain.checkpoint import (  # noqa: E402
+    CHECKPOINT_KIND,
+    LINCLS_KIND,
+    lincls_source,
+    torch_load_quietly,
+    unreadable_message,
+)
 from pretrain.errors import UserError  # noqa: E402
+from pretrain.paths import ensure_output_dir  # noqa: E402
 
 from .convert import Backbone, source_encoder  # noqa: E402
+from .safe_pickle import load_weights_pickle  # noqa: E402
 
 logger = logging.getLogger("detectron2.msr_transfer")  # under Detectron2's logger: printed and saved
 
@@ -43,6 +52,12 @@ DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "res
 
 class DetectionSetupError(UserError, ValueError):
     """A detection config, data set or weights problem the user must fix; the message says how."""
+
+
+# What to do instead of passing weights that cannot be loaded safely.
+WEIGHTS_FIX = ("Convert the pretrained checkpoint with tools/convert_to_d2.py CHECKPOINT OUT.pkl (it writes plain "
+               "numpy arrays) and pass OUT.pkl as MODEL.WEIGHTS.")
+REMOTE_PREFIXES = ("detectron2://", "http://", "https://", "catalog://")
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -171,9 +186,8 @@ if "build_msr_resnet_fpn_backbone" not in BACKBONE_REGISTRY:
 
 # ------------------------------------------------------------------------------------ weights checks
 def read_d2_pickle(path: str) -> Dict[str, torch.Tensor]:
-    """The 'model' entry of a converted pickle, as tensors."""
-    with open(path, "rb") as handle:
-        data = pickle.load(handle)  # our own converter's output (plain dicts of numpy arrays)
+    """The 'model' entry of a converted pickle, as tensors (restricted unpickling: numpy arrays only)."""
+    data = load_weights_pickle(path, WEIGHTS_FIX)
     if not isinstance(data, dict) or "model" not in data:
         raise DetectionSetupError(f"'{path}' is not a Detectron2 weights pickle (no 'model' entry). Convert a "
                                   f"pretraining checkpoint with tools/convert_to_d2.py first.")
@@ -202,14 +216,44 @@ def verify_conversion(backbone: Backbone, d2_weights: Dict[str, torch.Tensor], d
     return {f"res{i + 2}": (theirs[f"res{i + 2}"] - ours[f"layer{i + 1}"]).abs().max().item() for i in range(4)}
 
 
+def read_torch_weights(path: str):
+    """``torch.load(weights_only=True)`` of a weights file, or a DetectionSetupError saying why it is refused."""
+    try:
+        return torch_load_quietly(path)
+    except Exception as err:  # noqa: BLE001 (needs unsafe unpickling, corrupt, or not a torch file)
+        raise DetectionSetupError(unreadable_message(path, err, WEIGHTS_FIX)) from None
+
+
+def refuse_project_checkpoints(path: str, state) -> None:
+    """Refuse this project's pretraining and linear-evaluation checkpoints: Detectron2 would skip all their keys."""
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind == CHECKPOINT_KIND:
+        raise DetectionSetupError(
+            f"MODEL.WEIGHTS '{path}' is an MSR pretraining checkpoint (kind '{CHECKPOINT_KIND}'), not Detectron2 "
+            f"weights: Detectron2 would match none of its keys and silently train from random initialisation. "
+            f"Convert it first: tools/convert_to_d2.py {path} OUT.pkl, then pass OUT.pkl as MODEL.WEIGHTS.")
+    if kind == LINCLS_KIND:
+        raise DetectionSetupError(
+            f"MODEL.WEIGHTS '{path}' is a linear-evaluation checkpoint (kind '{LINCLS_KIND}', written by "
+            f"tools/lincls.py): it holds only a linear classifier, no backbone. Convert the pretraining checkpoint "
+            f"it evaluated ({lincls_source(state)}) with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl "
+            f"as MODEL.WEIGHTS.")
+
+
 def check_weights_fit(cfg: CfgNode) -> None:
-    """Refuse converted weights whose backbone shapes differ from the config's (Detectron2 would skip them)."""
+    """Refuse MODEL.WEIGHTS that are missing, unsafe to load, of another kind or of another backbone shape.
+
+    Detectron2 would run code from an unsafe pickle, and silently skip weights whose keys or shapes
+    do not match (training from random initialisation instead).
+    """
     path = cfg.MODEL.WEIGHTS
-    if not path or not path.endswith(".pkl") or not os.path.isfile(path):
-        if path and not path.startswith(("detectron2://", "http://", "https://", "catalog://")) \
-                and not os.path.isfile(path):
-            raise DetectionSetupError(f"MODEL.WEIGHTS '{path}' does not exist. Convert a pretraining checkpoint "
-                                      f"with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl.")
+    if not path or path.startswith(REMOTE_PREFIXES):
+        return
+    if not os.path.isfile(path):
+        raise DetectionSetupError(f"MODEL.WEIGHTS '{path}' does not exist. Convert a pretraining checkpoint "
+                                  f"with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl.")
+    if not path.endswith(".pkl"):
+        refuse_project_checkpoints(path, read_torch_weights(path))
         return
     weights = read_d2_pickle(path)
     expected = {k: tuple(v.shape) for k, v in build_any_width_resnet(cfg, ShapeSpec(channels=3)).state_dict().items()
@@ -226,6 +270,41 @@ def check_weights_fit(cfg: CfgNode) -> None:
             f"{cfg.MODEL.RESNETS.RES2_OUT_CHANNELS}){found}: {len(bad)} shape mismatch(es) {bad[:3]}, "
             f"{len(missing)} missing key(s) {missing[:3]}. Detectron2 would silently skip these; set "
             f"MODEL.RESNETS to the pretrained architecture.")
+
+
+class SafeDetectionCheckpointer(DetectionCheckpointer):
+    """Detectron2's checkpointer without unsafe unpickling.
+
+    Detectron2 reads .pkl files with ``pickle.load`` (and .pth files with torch.load, unsafe by
+    default before torch 2.6). Here .pkl files go through the restricted unpickler of
+    transfer/safe_pickle.py and everything else through ``torch.load(weights_only=True)``; the
+    formats Detectron2 understands (its model zoo, Caffe2 blobs, pycls, its own checkpoints) are
+    returned in the same layout as by Detectron2.
+    """
+
+    def _load_file(self, filename: str) -> dict:
+        if filename.endswith(".pkl"):
+            data = load_weights_pickle(filename, WEIGHTS_FIX)
+            if not isinstance(data, dict):
+                raise DetectionSetupError(f"'{filename}' holds a {type(data).__name__}, not Detectron2 weights (a "
+                                          f"dict). {WEIGHTS_FIX}")
+            return _d2_pickle_layout(data)
+        loaded = read_torch_weights(filename)
+        if filename.endswith(".pyth"):  # pycls
+            state = {k: v for k, v in loaded["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        refuse_project_checkpoints(filename, loaded)
+        return loaded if "model" in loaded else {"model": loaded}
+
+
+def _d2_pickle_layout(data: dict) -> dict:
+    """Detectron2's reading of a .pkl: its model-zoo layout as is, Caffe2 / Detectron1 blobs converted."""
+    if "model" in data and "__author__" in data:
+        return data
+    if "blobs" in data:  # detection models of Detectron1 have "blobs", ImageNet models do not
+        data = data["blobs"]
+    data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+    return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
 
 
 # -------------------------------------------------------------------------------------------- trainer
@@ -250,7 +329,16 @@ class ModelCOCOEvaluator(COCOEvaluator):
 
 
 class DetectionTrainer(DefaultTrainer):
-    """Detectron2's trainer with COCO evaluation (the pure-Python path when the compiled ops are absent)."""
+    """Detectron2's trainer with COCO evaluation (the pure-Python path when the compiled ops are absent).
+
+    Its checkpointer loads MODEL.WEIGHTS and resumed checkpoints without unsafe unpickling.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        super().__init__(cfg)
+        # DefaultTrainer builds a DetectionCheckpointer and hands it to its hooks; the subclass only
+        # changes how files are read, so switching the class keeps that one object everywhere.
+        self.checkpointer.__class__ = SafeDetectionCheckpointer
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -296,13 +384,20 @@ def prepare_datasets(cfg: CfgNode) -> None:
 
 # --------------------------------------------------------------------------------------------- running
 def setup(config: str, opts: Iterable[str] = (), args=None) -> CfgNode:
-    """The frozen config for this process, with logging set up, data sets registered and weights checked."""
+    """The frozen config for this process, with logging set up, data sets registered and weights checked.
+
+    The cheap checks (OUTPUT_DIR writable, MODEL.WEIGHTS safe and of the right kind) come first, so a
+    bad input is reported before anything is logged, written or built.
+    """
     from detectron2.engine import default_setup
     from detectron2.utils import comm
 
     asked_sync_bn = sync_bn_keys(load_det_config(config, opts, world_size=2))
     cfg = load_det_config(config, opts, world_size=comm.get_world_size())
     cfg.freeze()
+    if comm.is_main_process():
+        ensure_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR of the detection run")
+    check_weights_fit(cfg)
     if cfg.MODEL.DEVICE == "cpu":
         # Denormal floats (gradients of tiny values) make x86 CPUs 5x slower on these models; flush them to 0.
         torch.set_flush_denormal(True)
@@ -312,17 +407,14 @@ def setup(config: str, opts: Iterable[str] = (), args=None) -> CfgNode:
         logger.warning(f"One process: SyncBN needs several, so {', '.join(asked_sync_bn)} use BN instead "
                        f"(batch statistics of this process only, which is what SyncBN over one process computes).")
     prepare_datasets(cfg)
-    check_weights_fit(cfg)
     return cfg
 
 
 def train_or_evaluate(cfg: CfgNode, resume: bool = False, eval_only: bool = False) -> dict:
     """Fine-tune (resuming from OUTPUT_DIR's last checkpoint when asked) or only evaluate; returns COCO results."""
-    from detectron2.checkpoint import DetectionCheckpointer
-
     if eval_only:
         model = DetectionTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
         return DetectionTrainer.test(cfg, model)
     trainer = DetectionTrainer(cfg)
     trainer.resume_or_load(resume=resume)
