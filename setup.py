@@ -23,6 +23,7 @@ setup(
         "scikit-learn>=1.0",
         "numpy>=1.21",
         "Pillow>=9.0",
+        "matplotlib>=3.5",
         "pycocotools>=2.0.2",
     ],
     extras_require={"test": ["pytest>=7.0"]},
