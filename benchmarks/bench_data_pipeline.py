@@ -195,7 +195,10 @@ def render(run: dict) -> str:
             "per-repetition ratios, which cancels most of that noise).\n\n"
             + markdown_table(headers, rows))
     combined = [res for res in run["results"] if "ratio_msr_device_plus_t2_over_byol" in res]
-    if combined:
+    if combined and run["params"].get("device", "cpu") != "cpu":
+        text += ("\n\nThe device t2 column is time on the GPU per image (batched), which the training step overlaps "
+                 "with nothing else on the CPU: the loader's CPU cost per image is the 'loader side' column alone.")
+    elif combined:
         text += ("\n\nWith no accelerator, device t2 runs on the training CPU; then the whole MSR cost per image "
                  "(loader side + device t2 on the CPU) relative to BYOL is: "
                  + ", ".join(f"{res['size']} px {res['ratio_msr_device_plus_t2_over_byol']:.2f}" for res in combined)

@@ -2,6 +2,7 @@
 """Linear evaluation (frozen encoder, linear classifier) of a pretraining checkpoint; prints test top-1/top-5.
 
     python tools/lincls.py CHECKPOINT [--cfg moco_v2.yaml] [--resume] [--which online|target] [KEY VALUE ...]
+    torchrun --nproc_per_node 8 tools/lincls.py CHECKPOINT ...      # several GPUs (global LINCLS.BATCH_SIZE)
 
 --cfg takes a bare name from configs/lincls/ (moco_v2.yaml, mean_shift.yaml, digits.yaml) or a path.
 Data set, image size and backbone come from the config saved in the checkpoint; DATA.ROOT and
@@ -19,11 +20,17 @@ from pretrain.cli import add_common_arguments, parse_tool_args, run_main  # noqa
 
 
 def main(args: argparse.Namespace) -> int:
+    from pretrain import distributed as comm
     from transfer.lincls import run_linear_eval
 
-    result = run_linear_eval(args.checkpoint, args.cfg, args.opts, args.which, args.resume)
-    print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  "
-          f"(best top-1 {result['best_top1']:.2f}, {result['epochs']} epochs)  results in {result['output_dir']}")
+    info = comm.init_distributed()  # torchrun / SLURM environment; nothing to do for a single process
+    try:
+        result = run_linear_eval(args.checkpoint, args.cfg, args.opts, args.which, args.resume)
+    finally:
+        comm.cleanup()
+    if info.rank == 0:
+        print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  "
+              f"(best top-1 {result['best_top1']:.2f}, {result['epochs']} epochs)  results in {result['output_dir']}")
     return 0
 
 

@@ -32,11 +32,14 @@ from typing import Iterable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler, RandomSampler
 from torchvision import transforms as T
 
+from pretrain import distributed as comm
 from pretrain.augment import eval_transform, to_normalized_tensor
 from pretrain.checkpoint import (
+    LINCLS_KIND,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_file,
@@ -44,16 +47,16 @@ from pretrain.checkpoint import (
     rng_states,
     save_atomic,
 )
-from pretrain.config import config_from_yaml_text, resolve_config_path
+from pretrain.config import ConfigError, config_from_yaml_text, resolve_config_path
 from pretrain.data import build_eval_datasets, num_classes
 from pretrain.engine import MetricsWriter, progress_bar, resolve_device, seed_everything, setup_logging
-from pretrain.evaluate import load_encoder, make_loader
+from pretrain.evaluate import load_encoder, make_loader, process_share
+from pretrain.paths import ensure_output_dir
 
 from .lincls_config import CONFIG_DIR, load_lincls_config
 
 logger = logging.getLogger("pretrain.lincls")  # a child of the "pretrain" logger: same console and log.txt
 
-LINCLS_KIND = "msr_lincls"
 LINCLS_FORMAT_VERSION = 1
 LINCLS_CHECKPOINT = "lincls_checkpoint.pth"
 _AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -174,9 +177,13 @@ def default_output_dir(checkpoint_path: str, cfg_name_or_path: Optional[str], wh
     return os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), name)
 
 
+_START_OVER = "Choose another OUTPUT_DIR, or delete this file to start the evaluation again."
+_UNSAFE_FIX = f"Files written by tools/lincls.py never need it. {_START_OVER}"
+
+
 def load_lincls_checkpoint(path: str, map_location="cpu") -> dict:
     """A lincls_checkpoint.pth (weights_only loading), or a CheckpointError that says what is wrong."""
-    state = read_checkpoint_file(path, map_location)
+    state = read_checkpoint_file(path, map_location, fix=_UNSAFE_FIX, corrupt_fix=_START_OVER)
     if not isinstance(state, dict) or state.get("kind") != LINCLS_KIND:
         raise CheckpointError(f"'{path}' is not a linear-evaluation checkpoint (kind '{LINCLS_KIND}'); "
                               f"choose another OUTPUT_DIR.")
@@ -187,7 +194,14 @@ def load_lincls_checkpoint(path: str, map_location="cpu") -> dict:
 # The evaluator
 # =================================================================================================
 class LinearEvaluator:
-    """Loads a pretraining checkpoint, then trains and evaluates a linear classifier on its frozen encoder."""
+    """Loads a pretraining checkpoint, then trains and evaluates a linear classifier on its frozen encoder.
+
+    With several processes (torchrun / SLURM), each extracts the features of its share of the images
+    and all of them gather the whole set in data-set order; every global batch of LINCLS.BATCH_SIZE is
+    split across the processes and the classifier's gradients are averaged (DDP), each process's loss
+    being scaled so the average is the mean over the global batch, as with one process. Only the main
+    process logs and writes files.
+    """
 
     def __init__(self, checkpoint_path: str, cfg_name_or_path: Optional[str] = None, opts: Iterable[str] = (),
                  which: str = "online", resume: bool = False):
@@ -197,12 +211,16 @@ class LinearEvaluator:
         self.cfg = cfg = load_lincls_config(cfg_path, opts)
         self.checkpoint_path = checkpoint_path
         self.which = which
+        self.is_main, self.world, self.rank = comm.is_main_process(), comm.get_world_size(), comm.get_rank()
+        if cfg.LINCLS.BATCH_SIZE % self.world:
+            raise ConfigError(f"LINCLS.BATCH_SIZE {cfg.LINCLS.BATCH_SIZE} (global) is not divisible by the "
+                              f"{self.world} processes; choose a multiple of {self.world}.")
         checkpoint = load_checkpoint(checkpoint_path)
         self.pretrain_cfg = pcfg = pretrain_config_of(checkpoint, cfg)
         self.output_dir = cfg.OUTPUT_DIR or default_output_dir(checkpoint_path, cfg_path, which)
         self.device = resolve_device(cfg.DEVICE)
         resume_path = self._prepare_output_dir(resume)
-        setup_logging(self.output_dir, True)
+        setup_logging(self.output_dir, self.is_main)
         seed_everything(cfg.SEED)
 
         self.encoder = load_encoder(checkpoint, pcfg, which)
@@ -232,7 +250,9 @@ class LinearEvaluator:
             self.load(resume_path)
         elif cfg.LINCLS.FEATURE_NORM == "l2_standardize":
             self.head.set_statistics(self.train_features()[0])
-        self.metrics = MetricsWriter(self.output_dir, True, tag_prefix="lincls")
+        # the module that trains: gradients averaged over processes (parameters already equal on all)
+        self.train_head = DistributedDataParallel(self.head) if self.world > 1 else self.head
+        self.metrics = MetricsWriter(self.output_dir, self.is_main, tag_prefix="lincls")
 
     # ----------------------------------------------------------------------------------- setup
     @property
@@ -245,13 +265,18 @@ class LinearEvaluator:
             raise FileExistsError(
                 f"OUTPUT_DIR '{self.output_dir}' already holds a linear evaluation ({LINCLS_CHECKPOINT}). Pass "
                 f"--resume to continue it, or choose another OUTPUT_DIR; nothing was overwritten.")
-        os.makedirs(self.output_dir, exist_ok=True)
+        if self.is_main:
+            self._write_output_dir()
+        comm.barrier()
+        return self.checkpoint_file if existing else None
+
+    def _write_output_dir(self) -> None:
+        ensure_output_dir(self.output_dir, "OUTPUT_DIR of the linear evaluation")
         with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
             handle.write(f"# linear evaluation of {os.path.abspath(self.checkpoint_path)} ({self.which} encoder); "
                          f"data and backbone: pretrain_config.yaml\n" + self.cfg.dump())
         with open(os.path.join(self.output_dir, "pretrain_config.yaml"), "w", encoding="utf-8") as handle:
             handle.write(self.pretrain_cfg.dump())
-        return self.checkpoint_file if existing else None
 
     # -------------------------------------------------------------------------------- features
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -263,22 +288,35 @@ class LinearEvaluator:
             return self.encoder(images).float()
 
     def _extract(self, dataset: Dataset, desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Features (CPU, float32) and labels of ``dataset`` with the eval transform, in order."""
+        """Features (CPU, float32) and labels of ``dataset`` with the eval transform, in data-set order.
+
+        Each process encodes its share (every world-th image); the shares are gathered on all processes.
+        """
         cfg = self.cfg
-        loader = make_loader(TransformedDataset(dataset, eval_transform(self.pretrain_cfg)),
+        loader = make_loader(TransformedDataset(process_share(dataset), eval_transform(self.pretrain_cfg)),
                              cfg.LINCLS.FEATURE_BATCH_SIZE, self.pretrain_cfg.DATA.NUM_WORKERS, self.device)
         self.encoder.eval()
         feats, labels = [], []
-        progress = progress_bar(len(loader), desc, cfg.PROGRESS_BAR)
+        progress = progress_bar(len(loader), desc, cfg.PROGRESS_BAR and self.is_main)
         tic = time.perf_counter()
         for images, targets in loader:
-            feats.append(self._encode(images).cpu())
-            labels.append(torch.as_tensor(targets))
+            feats.append(self._encode(images))
+            labels.append(torch.as_tensor(targets).to(self.device))
             progress.update(1)
         progress.close()
-        out = torch.cat(feats), torch.cat(labels).long()
+        out = self._gather_in_order(torch.cat(feats), torch.cat(labels).long(), len(dataset))
         logger.info(f"Extracted {desc} ({out[0].shape[0]} x {out[0].shape[1]}) in {time.perf_counter() - tic:.1f} s")
         return out
+
+    def _gather_in_order(self, feats: torch.Tensor, labels: torch.Tensor, size: int) -> Tuple[torch.Tensor, ...]:
+        """All processes' shares (item i of rank r is image r + i * world) put back in data-set order, on CPU."""
+        if self.world == 1:
+            return feats.cpu(), labels.cpu()
+        order = torch.cat([torch.arange(rank, size, self.world) for rank in range(self.world)])
+        gathered_feats, gathered_labels = comm.all_gather_cat(feats).cpu(), comm.all_gather_cat(labels).cpu()
+        out_feats, out_labels = torch.empty_like(gathered_feats), torch.empty_like(gathered_labels)
+        out_feats[order], out_labels[order] = gathered_feats, gathered_labels
+        return out_feats, out_labels
 
     def train_features(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Training features without augmentation (cached mode and standardisation statistics)."""
@@ -293,19 +331,25 @@ class LinearEvaluator:
 
     # ----------------------------------------------------------------------------------- train
     def _epoch_batches(self, seed: int):
-        """(number of batches, iterator of (features, labels)) for one training epoch."""
+        """(number of batches, iterator of (features, labels, global batch size)) for one training epoch.
+
+        The features and labels are this process's part of each global batch.
+        """
         cfg = self.cfg
         batch_size = cfg.LINCLS.BATCH_SIZE
         if cfg.LINCLS.CACHED_FEATURES:
             feats, labels = self.train_features()
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
             chunks = order.split(batch_size)
-            return len(chunks), ((feats[idx], labels[idx]) for idx in chunks)
+            return len(chunks), ((feats[idx[self.rank::self.world]], labels[idx[self.rank::self.world]], len(idx))
+                                 for idx in chunks)
         dataset = TransformedDataset(self.train_images, train_transform(self.pretrain_cfg, cfg))
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-        loader = make_loader(dataset, batch_size, self.pretrain_cfg.DATA.NUM_WORKERS, self.device, sampler=sampler,
-                             seed=seed)
-        return len(loader), ((self._encode(images), torch.as_tensor(targets)) for images, targets in loader)
+        sampler = (DistributedSampler(dataset, self.world, self.rank, shuffle=True, seed=seed) if self.world > 1
+                   else RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)))
+        loader = make_loader(dataset, batch_size // self.world, self.pretrain_cfg.DATA.NUM_WORKERS, self.device,
+                             sampler=sampler, seed=seed + self.rank)
+        return len(loader), ((self._encode(images), torch.as_tensor(targets), len(targets) * self.world)
+                             for images, targets in loader)
 
     def train_one_epoch(self) -> dict:
         """One epoch of SGD on the classifier, then the test evaluation; returns the epoch's record."""
@@ -316,28 +360,31 @@ class LinearEvaluator:
         total, batches = self._epoch_batches(epoch_seed)
         self.encoder.eval()
         self.head.train()
-        progress = progress_bar(total, f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}", cfg.PROGRESS_BAR)
+        progress = progress_bar(total, f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}",
+                                cfg.PROGRESS_BAR and self.is_main)
         tic = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for feats, labels in batches:
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen (this process)
+        for feats, labels, global_batch in batches:
             feats, labels = feats.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            logits = self.head(feats)
-            loss = F.cross_entropy(logits, labels)
+            logits = self.train_head(feats)
+            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+            # DDP averages gradients over processes: scaled so, the result is the mean over the global batch
+            loss = loss_sum * (self.world / global_batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.item() * labels.numel()
-            correct += (logits.argmax(dim=1) == labels).sum().item()
-            seen += labels.numel()
+            totals += torch.stack([loss_sum.detach().double(), (logits.argmax(dim=1) == labels).sum().double(),
+                                   torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device)])
             progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}")
+            progress.set_postfix(loss=f"{loss.item() / self.world:.4f}")
         progress.close()
+        loss_total, correct, seen = comm.all_reduce_sum(totals).tolist()
         self.scheduler.step()
         self.epoch += 1
         top1, top5 = self.evaluate()
         self.best_top1 = max(self.best_top1, top1)
         self.last = {"top1": top1, "top5": top5}
-        record = {"step": self.epoch, "epoch": self.epoch, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+        record = {"step": self.epoch, "epoch": self.epoch, "lr": lr, "train_loss": loss_total / max(seen, 1),
                   "train_top1": 100.0 * correct / max(seen, 1), "test_top1": top1, "test_top5": top5,
                   "best_top1": self.best_top1, "epoch_time_s": time.perf_counter() - tic}
         self.metrics.write(record)
@@ -371,7 +418,8 @@ class LinearEvaluator:
                 "which": self.which, "rng": rng_states()}
 
     def save(self) -> str:
-        save_atomic(self.checkpoint_dict(), self.checkpoint_file)
+        if self.is_main:
+            save_atomic(self.checkpoint_dict(), self.checkpoint_file)
         return self.checkpoint_file
 
     def load(self, path: str) -> None:

@@ -96,3 +96,38 @@ def test_sgd_uses_batch_scaled_lr():
     cfg.SOLVER.BASE_LR, cfg.SOLVER.BATCH_SIZE = 0.2, 512
     optimizer = build_optimizer(cfg, nn.Linear(2, 2))
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == pytest.approx(0.4)
+
+
+def _two_steps(optimizer_name: str, impl: str) -> torch.Tensor:
+    """Weights of a small layer after two optimizer steps with the given kernels (fixed data and init)."""
+    cfg = get_default_config()
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.OPTIMIZER_IMPL = optimizer_name, impl
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4))
+    optimizer = build_optimizer(cfg, model)
+    data = torch.randn(16, 8)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(data).pow(2).mean().backward()
+        optimizer.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("optimizer_name, impls", [("sgd", ("foreach", "fused", "auto")),
+                                                   ("lars", ("foreach", "auto"))])
+def test_optimizer_kernels_give_the_for_loop_update(optimizer_name, impls):
+    reference = _two_steps(optimizer_name, "for_loop")
+    torch.manual_seed(0)
+    initial = torch.cat([p.detach().flatten() for p in nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4)).parameters()])
+    assert (reference - initial).abs().max() > 1e-3  # the steps moved the weights
+    for impl in impls:
+        torch.testing.assert_close(_two_steps(optimizer_name, impl), reference, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_lars_is_refused_with_the_alternative():
+    from pretrain.config import ConfigError
+
+    cfg = get_default_config()
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.OPTIMIZER_IMPL = "lars", "fused"
+    with pytest.raises(ConfigError, match="foreach or auto"):
+        build_optimizer(cfg, nn.Linear(2, 2))
