@@ -4,13 +4,21 @@ A checkpoint is a dict with ``kind`` = CHECKPOINT_KIND, the online and target st
 optimizer and grad-scaler states, step/epoch counters, the config as YAML text, and the RNG
 states of torch, numpy and python. Files load with ``torch.load(weights_only=True)``: numpy
 RNG state is stored as tensors and plain tuples so no arbitrary unpickling is ever needed.
+
+Each file written here gets a ``<file>.sha256`` companion holding the SHA-256 of its bytes: a
+truncated file fails to load, but flipped bits inside tensor data load silently, so reading
+checks the digest when the companion exists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import random
 import re
+import warnings
+import zipfile
 from typing import List, Optional
 
 import numpy as np
@@ -19,8 +27,16 @@ import torch
 from .errors import UserError
 
 CHECKPOINT_KIND = "msr_pretrain"
+LINCLS_KIND = "msr_lincls"  # the linear-evaluation checkpoints of transfer/lincls.py
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint_(\d{7})\.pth$")
+UNSAFE = "needs unsafe unpickling"  # the phrase every refusal of a code-running file uses
+# What to do instead, for tools that read pretraining checkpoints (knn, lincls, pretrain --resume): for a file
+# refused because it needs unsafe unpickling, and for a corrupt file or one of another kind.
+PRETRAIN_CHECKPOINT_FIX = ("Checkpoints written by tools/pretrain.py never need it: pass one of those "
+                           "(checkpoint_*.pth in the run's OUTPUT_DIR).")
+CORRUPT_CHECKPOINT_FIX = ("Pass a checkpoint written by tools/pretrain.py (checkpoint_*.pth in the run's OUTPUT_DIR), "
+                          "or an earlier one of the same run.")
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -31,16 +47,37 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint_{step:07d}.pth"
 
 
-def _write_atomic(path: str, write) -> None:
+DIGEST_SUFFIX = ".sha256"
+TMP_MARK = ".tmp."
+
+
+class _HashingWriter:
+    """A write-only file wrapper that feeds every byte written to a SHA-256 hash."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.hash = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _write_atomic(path: str, write) -> str:
     """Call ``write(handle)`` on a temporary file in the same folder, fsync it, then rename over ``path``.
 
-    A crash at any moment leaves either the old file or the new one, never a partial file.
+    A crash at any moment leaves either the old file or the new one, never a partial file. Returns
+    the SHA-256 (hex) of the bytes written.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}{TMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            write(handle)
+            writer = _HashingWriter(handle)
+            write(writer)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -52,16 +89,47 @@ def _write_atomic(path: str, write) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return writer.hash.hexdigest()
 
 
 def save_atomic(obj: dict, path: str) -> None:
-    """torch.save ``obj`` to ``path`` atomically."""
-    _write_atomic(path, lambda handle: torch.save(obj, handle))
+    """torch.save ``obj`` to ``path`` atomically, then its SHA-256 to ``path.sha256``."""
+    digest = _write_atomic(path, lambda handle: torch.save(obj, handle))
+    _write_atomic(path + DIGEST_SUFFIX, lambda handle: handle.write(f"{digest}  {os.path.basename(path)}\n".encode()))
 
 
 def save_atomic_bytes(data: bytes, path: str) -> None:
     """Write ``data`` to ``path`` atomically."""
     _write_atomic(path, lambda handle: handle.write(data))
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_digest(path: str) -> None:
+    """Raise CheckpointError when ``path.sha256`` exists and does not match the file's bytes."""
+    companion = path + DIGEST_SUFFIX
+    if not os.path.isfile(companion):
+        return
+    with open(companion, "r", encoding="utf-8") as handle:
+        expected = handle.read().split()[:1]
+    if expected != [file_sha256(path)]:
+        raise CheckpointError(f"Checkpoint '{path}' is corrupt: its SHA-256 does not match the digest written with "
+                              f"it ({os.path.basename(companion)}); the file changed on disk after it was saved. "
+                              f"Use an earlier checkpoint.")
+
+
+def remove_stale_temporaries(folder: str) -> None:
+    """Delete half-written temporary files left by a process killed while saving."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".checkpoint_") and TMP_MARK in name:
+                os.remove(os.path.join(folder, name))
 
 
 def list_checkpoints(output_dir: str) -> List[str]:
@@ -83,6 +151,8 @@ def prune_checkpoints(output_dir: str, keep_last: int) -> None:
         return
     for path in list_checkpoints(output_dir)[:-keep_last]:
         os.remove(path)
+        if os.path.exists(path + DIGEST_SUFFIX):
+            os.remove(path + DIGEST_SUFFIX)
 
 
 def rng_states() -> dict:
@@ -114,25 +184,86 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def read_checkpoint_file(path: str, map_location="cpu"):
-    """``torch.load(weights_only=True)`` of ``path``, or a CheckpointError for a missing or unreadable file."""
+def file_format(path: str) -> str:
+    """The file's format: "zip" (torch.save), "pickle" (Detectron2 weights, legacy torch files) or "other"."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    with open(path, "rb") as handle:
+        return "pickle" if handle.read(1) == b"\x80" else "other"
+
+
+def torch_load_quietly(path: str, map_location="cpu", weights_only: bool = True):
+    """torch.load without torch's warning about the pickle protocol of non-torch pickles."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+
+
+def _refused_global(err: Exception) -> str:
+    """' (e.g. io.open)': the global that weights_only loading refused, when torch's message names it."""
+    match = re.search(r"GLOBAL (\S+)", str(err))
+    return f" (it refers to {match.group(1)})" if match else ""
+
+
+def unreadable_message(path: str, err: Exception, fix: str, corrupt_fix: Optional[str] = None) -> str:
+    """One paragraph on why ``torch.load(path, weights_only=True)`` failed with ``err``.
+
+    It ends with ``fix`` for files refused because they need unsafe unpickling, and with
+    ``corrupt_fix`` (default: ``fix``) for files that are corrupt or of another kind.
+    """
+    corrupt_fix = fix if corrupt_fix is None else corrupt_fix
+    kind = file_format(path)
+    if kind == "pickle":
+        return (f"'{path}' is a plain pickle file, not a PyTorch checkpoint (Detectron2 weights written by "
+                f"tools/convert_to_d2.py are such files; only tools/train_det.py reads them, as MODEL.WEIGHTS). "
+                f"It was not loaded: it {UNSAFE}, which can run arbitrary code. {fix}")
+    if kind == "zip" and isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+        return (f"'{path}' {UNSAFE}: besides tensors it stores Python objects{_refused_global(err)}, and "
+                f"unpickling those can run arbitrary code, so it was not loaded. {fix}")
+    if kind == "zip":
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return (f"Could not read checkpoint '{path}': {err.__class__.__name__}: {first}. The file is corrupt or "
+                f"truncated. {corrupt_fix}")
+    return (f"'{path}' is not a PyTorch checkpoint: it is neither a zip archive (what torch.save writes) nor a "
+            f"pickle, so it is corrupt, truncated or another kind of file. {corrupt_fix}")
+
+
+def read_checkpoint_file(path: str, map_location="cpu", fix: str = PRETRAIN_CHECKPOINT_FIX,
+                         corrupt_fix: str = CORRUPT_CHECKPOINT_FIX):
+    """``torch.load(weights_only=True)`` of ``path``, or a CheckpointError for a missing or unreadable file.
+
+    Nothing that needs unsafe unpickling is ever loaded; the error then says so, and ``fix`` what to do
+    (``corrupt_fix`` for a corrupt file or one of another kind).
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint '{path}' does not exist. Pass the path of a checkpoint file written by "
                               f"this project's tools (they live in the run's OUTPUT_DIR).")
+    verify_digest(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated file, not a torch file, or one that needs unsafe unpickling
-        raise CheckpointError(f"Could not read checkpoint '{path}': {err.__class__.__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}. The file is corrupt, truncated "
-                              f"or not a checkpoint of this project; use an earlier checkpoint.") from None
+        return torch_load_quietly(path, map_location)
+    except Exception as err:  # noqa: BLE001 (truncated, not a torch file, or it needs unsafe unpickling)
+        raise CheckpointError(unreadable_message(path, err, fix, corrupt_fix)) from None
+
+
+def lincls_source(state: dict) -> str:
+    """The pretraining checkpoint a linear-evaluation checkpoint evaluated (or a placeholder)."""
+    return str(state.get("pretrain_checkpoint") or "the checkpoint_*.pth it was run on")
+
+
+def _not_pretraining_message(path: str, state) -> str:
+    if isinstance(state, dict) and state.get("kind") == LINCLS_KIND:
+        return (f"'{path}' is a linear-evaluation checkpoint (kind '{LINCLS_KIND}', written by tools/lincls.py), "
+                f"not an MSR pretraining checkpoint: it holds only a linear classifier. Pass the pretraining "
+                f"checkpoint it evaluated: {lincls_source(state)}.")
+    found = state.get("kind", "no 'kind' entry") if isinstance(state, dict) else type(state).__name__
+    return (f"'{path}' is not an MSR pretraining checkpoint of this project (found {found}). tools/pretrain.py "
+            f"writes checkpoints with kind '{CHECKPOINT_KIND}'; to use other weights for detection, convert them "
+            f"with tools/convert_to_d2.py.")
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Load one of this project's pretraining checkpoints safely, or explain what is wrong."""
     state = read_checkpoint_file(path, map_location)
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        found = state.get("kind", "no 'kind' entry") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"'{path}' is not an MSR pretraining checkpoint of this project (found {found}). "
-                              f"tools/pretrain.py writes checkpoints with kind '{CHECKPOINT_KIND}'; to use other "
-                              f"weights for detection, convert them with tools/convert_to_d2.py.")
+        raise CheckpointError(_not_pretraining_message(path, state))
     return state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from typing import Iterable, Optional
 
 import yaml
@@ -172,6 +173,8 @@ _C.CHECKPOINT.STEP_PERIOD = 0
 _C.OUTPUT_DIR = "output/pretrain"
 # Random seed (python, numpy, torch, loader workers).
 _C.SEED = 0
+# Deterministic kernels (torch.use_deterministic_algorithms, no cuDNN autotuning): bitwise-repeatable, slower.
+_C.DETERMINISTIC = False
 # "auto" (cuda when available), "cpu" or "cuda".
 _C.DEVICE = "auto"
 # Print and log training metrics every this many steps.
@@ -298,7 +301,23 @@ def _merge(cfg: CN, data: dict, source: str, defaults: Optional[CN] = None,
     try:
         cfg.merge_from_other_cfg(CN(data))
     except (ValueError, TypeError, KeyError) as err:
-        raise ConfigError(f"Bad value in {source}: {err}") from None
+        raise ConfigError(_bad_value_message(err, source)) from None
+
+
+_TYPE_NAMES = {"float": "a number", "int": "an integer", "bool": "True or False", "str": "text",
+               "list": "a list such as [0.2, 1.0]", "tuple": "a list such as [0.2, 1.0]"}
+_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+                       r"for config key: (\S+)")
+
+
+def _bad_value_message(err: Exception, source: str) -> str:
+    """yacs's type-mismatch error as one sentence naming the key, the expected type and the fix."""
+    match = _MISMATCH.search(str(err))
+    if not match:
+        return f"Bad value in {source}: {err}"
+    expected, _, default, value, key = match.groups()
+    return (f"{key} must be {_TYPE_NAMES.get(expected, expected)}, got '{value}' in {source} (the current value "
+            f"is {default}). Fix it in the config file or with a KEY VALUE override, e.g. {key} {default}.")
 
 
 def _override_pairs(opts: Iterable[str]) -> dict:

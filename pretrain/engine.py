@@ -3,6 +3,15 @@
 Step counting: ``state.step`` is the number of optimizer steps taken. The step about to be taken,
 k = state.step, uses lr_at(k) and beta_at(k); after it, the target is updated with tau_at(k + 1)
 (the public MSR code updates the target once per step with k starting at 1).
+
+Skipped steps (fp16): when the grad scaler finds inf/NaN gradients it skips the optimizer update;
+such a step is not counted. ``state.step`` does not advance, so lr, beta and tau stay where they were,
+the target is not updated, and the batch is dropped (counted in ``state.skipped_steps``). The
+schedules are functions of completed optimizer steps only; a run with skips follows the same curves
+and takes a few more batches to finish.
+
+Position: ``state.batch_in_epoch`` counts the batches consumed in the current epoch (skipped ones
+included); checkpoints store it, and a resumed run starts the epoch's sampler at that position.
 """
 
 from __future__ import annotations
@@ -26,16 +35,19 @@ from .augment import build_pretrain_transform, needs_weak_views
 from .checkpoint import (
     CHECKPOINT_KIND,
     FORMAT_VERSION,
+    CheckpointError,
     checkpoint_name,
-    latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    remove_stale_temporaries,
     restore_rng_states,
     rng_states,
     save_atomic,
+    save_atomic_bytes,
 )
 from .config import ConfigError, config_from_yaml_text, effective_lr
-from .data import DatasetError, build_pretrain_dataset, num_classes
+from .data import DatasetError, bad_image_report, build_pretrain_dataset, num_classes
 from .device_augment import DeviceAggressiveAugment
 from .errors import UserError
 from .evaluate import build_eval_loaders, make_loader
@@ -43,6 +55,8 @@ from .knn import knn_top1
 from .loss import msr_loss_parts, weighted_sum
 from .model import build_networks, ema_update
 from .optim import build_optimizer, set_lr
+from .paths import ensure_output_dir
+from .preemption import StopRequest
 from .sampling import SeededDistributedSampler, SeededTransformDataset
 from .schedules import beta_at, lr_at, tau_at
 from .sync_batchnorm import convert_to_sync_batchnorm
@@ -62,8 +76,10 @@ class TrainState:
     target: Optional[torch.nn.Module]
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    step: int = 0
-    epoch: int = 0
+    step: int = 0  # optimizer steps taken (skipped fp16 steps not counted)
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # batches consumed in the current epoch (the sampler position)
+    skipped_steps: int = 0  # batches whose update the fp16 grad scaler skipped
 
 
 @dataclass
@@ -101,6 +117,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def use_deterministic_kernels() -> None:
+    """Bitwise-repeatable kernels (DETERMINISTIC true); cuBLAS needs its workspace setting for that."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def gradient_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of all gradients together (0 when there are none)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([g.float() for g in torch._foreach_norm(grads)]))
 
 
 def _share_cpu_with_loader(num_workers: int) -> None:
@@ -167,20 +198,29 @@ def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
 
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
+    state.scaler.unscale_(state.optimizer)  # true gradients (no-op without fp16) for the norm and the step
+    grad_norm = gradient_norm(p for group in state.optimizer.param_groups for p in group["params"])
+    scale = state.scaler.get_scale() if state.scaler.is_enabled() else 1.0
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    state.step += 1
-    tau = tau_at(state.step, s.total_steps, s.tau_base, s.tau_schedule)
-    if state.target is not None:
-        ema_update(state.target, _unwrap(state.online), tau)
+    skipped = state.scaler.is_enabled() and state.scaler.get_scale() < scale  # the scaler backs off only on inf/NaN
+    if skipped:
+        state.skipped_steps += 1
+    else:
+        state.step += 1
+        if state.target is not None:
+            ema_update(state.target, _unwrap(state.online), tau_at(state.step, s.total_steps, s.tau_base,
+                                                                   s.tau_schedule))
+    tau = tau_at(state.step, s.total_steps, s.tau_base, s.tau_schedule) if state.target is not None else float("nan")
     # the logged values are means over all processes (the loss of the global batch)
     logged = comm.all_reduce_mean(torch.stack([loss, weak_term, aggressive_term]).detach()).tolist()
     return {"loss": logged[0], "loss_weak_aggressive": logged[1], "loss_aggressive_aggressive": logged[2], "beta": beta,
-            "tau": tau if state.target is not None else float("nan"), "lr": lr}
+            "tau": tau, "lr": lr, "grad_norm": grad_norm.item(), "skipped": int(skipped)}
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return module.module if hasattr(module, "module") else module
+    """The plain network inside DistributedDataParallel."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
 class MetricsWriter:
@@ -232,10 +272,13 @@ class Pretrainer:
         self.device = resolve_device(cfg.DEVICE)
         self.is_main = comm.is_main_process()
         self.output_dir = cfg.OUTPUT_DIR
-        resume_path = self._prepare_output_dir(resume)
+        self._prepare_output_dir(resume)
         setup_logging(self.output_dir, self.is_main)
+        resume_path, checkpoint = self._find_resume_checkpoint() if resume else (None, None)
         if self.device.type == "cpu":
             _share_cpu_with_loader(cfg.DATA.NUM_WORKERS)
+        if cfg.DETERMINISTIC:
+            use_deterministic_kernels()
 
         self.train_loader = self._build_train_loader()
         self.steps_per_epoch = len(self.train_loader)
@@ -246,25 +289,49 @@ class Pretrainer:
         self.state = TrainState(online, target, build_optimizer(cfg, online),
                                 torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16))
         self.settings = self._step_settings(amp)
-        self.metrics = MetricsWriter(self.output_dir, self.is_main)
         self._knn_loaders = None
-        if resume_path:
-            self.load(resume_path)
+        self.stop_request = StopRequest()
+        self.preempted = False
+        if checkpoint is not None:
+            self.load(resume_path, checkpoint)
+            if self.is_main:
+                drop_metrics_after(self.output_dir, self.state.step)
+        self.metrics = MetricsWriter(self.output_dir, self.is_main)
 
     # ----------------------------------------------------------------------------------- setup
-    def _prepare_output_dir(self, resume: bool) -> Optional[str]:
-        """Create OUTPUT_DIR; refuse to overwrite a run unless resuming; return the checkpoint to resume."""
-        existing = latest_checkpoint(self.output_dir)
+    def _prepare_output_dir(self, resume: bool) -> None:
+        """Create OUTPUT_DIR and write config.yaml; refuse to overwrite a run unless resuming."""
+        existing = list_checkpoints(self.output_dir)
         if existing and not resume:
             raise FileExistsError(
-                f"OUTPUT_DIR '{self.output_dir}' already holds a run (latest checkpoint {os.path.basename(existing)}). "
-                f"Pass --resume to continue it, or choose a new OUTPUT_DIR; nothing was overwritten.")
+                f"OUTPUT_DIR '{self.output_dir}' already holds a run (latest checkpoint "
+                f"{os.path.basename(existing[-1])}). Pass --resume to continue it, or choose a new OUTPUT_DIR; "
+                f"nothing was overwritten.")
         if self.is_main:
-            os.makedirs(self.output_dir, exist_ok=True)
+            ensure_output_dir(self.output_dir, "OUTPUT_DIR of the pretraining run")
+            remove_stale_temporaries(self.output_dir)
             with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
                 handle.write(self.cfg.dump())
         comm.barrier()
-        return existing if resume else None
+
+    def _find_resume_checkpoint(self):
+        """(path, contents) of the newest readable checkpoint in OUTPUT_DIR, falling back past corrupt ones.
+
+        (None, None) when there is none yet, so a requeued job can always pass --resume.
+        """
+        candidates = list_checkpoints(self.output_dir)
+        newest_error = None
+        for path in reversed(candidates):
+            try:
+                return path, load_checkpoint(path, map_location=self.device)
+            except CheckpointError as err:
+                newest_error = newest_error or err
+                logger.warning(f"{err} Trying the previous checkpoint.")
+        if candidates:
+            raise CheckpointError(f"None of the {len(candidates)} checkpoint(s) in '{self.output_dir}' can be read; "
+                                  f"the newest: {newest_error} Start a new run in another OUTPUT_DIR.")
+        logger.info(f"--resume: no checkpoint in {self.output_dir} yet, starting a new run")
+        return None, None
 
     def _build_train_loader(self) -> DataLoader:
         cfg = self.cfg
@@ -278,8 +345,8 @@ class Pretrainer:
                                f"(SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}); lower the batch size.")
         self.sampler = SeededDistributedSampler(dataset, num_replicas=world, rank=comm.get_rank(), shuffle=True,
                                                 seed=cfg.SEED, drop_last=True)
-        return make_loader(SeededTransformDataset(dataset), cfg.SOLVER.BATCH_SIZE // world, cfg.DATA.NUM_WORKERS, self.device,
-                           sampler=self.sampler, drop_last=True, seed=cfg.SEED * 1000 + comm.get_rank())
+        return make_loader(SeededTransformDataset(dataset), cfg.SOLVER.BATCH_SIZE // world, cfg.DATA.NUM_WORKERS,
+                           self.device, sampler=self.sampler, drop_last=True, seed=cfg.SEED * 1000 + comm.get_rank())
 
     def _build_networks(self):
         """Online and target networks on the device; SyncBN and DDP when there are several processes."""
@@ -292,6 +359,10 @@ class Pretrainer:
         memory_format = torch.channels_last if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
         online = online.to(self.device, memory_format=memory_format)
         target = target.to(self.device, memory_format=memory_format) if target is not None else None
+        if cfg.MODEL.COMPILE:  # compiles forward in place: parameter names and checkpoints stay the same
+            online.compile()
+            if target is not None:
+                target.compile()
         if world > 1:
             # Buffers are not broadcast: each process keeps the BN statistics of its own batches (or the
             # global ones with SyncBN); only gradients are averaged.
@@ -329,7 +400,8 @@ class Pretrainer:
                 "model": _unwrap(st.online).state_dict(),
                 "target": st.target.state_dict() if st.target is not None else None,
                 "optimizer": st.optimizer.state_dict(), "scaler": st.scaler.state_dict(),
-                "step": st.step, "epoch": st.epoch, "config": self.cfg.dump(), "rng": rng_states()}
+                "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
+                "skipped_steps": st.skipped_steps, "config": self.cfg.dump(), "rng": rng_states()}
 
     def save(self) -> Optional[str]:
         if not self.is_main:
@@ -340,8 +412,9 @@ class Pretrainer:
         logger.info(f"Saved checkpoint {path}")
         return path
 
-    def load(self, path: str) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def load(self, path: str, ckpt: Optional[dict] = None) -> None:
+        """Continue the run saved in ``path`` (``ckpt``: its contents when already read)."""
+        ckpt = load_checkpoint(path, map_location=self.device) if ckpt is None else ckpt
         saved = config_from_yaml_text(ckpt["config"])
         if saved.METHOD.NAME != self.cfg.METHOD.NAME or saved.MODEL.BACKBONE != self.cfg.MODEL.BACKBONE:
             raise ConfigError(f"Cannot resume '{path}': it was trained with METHOD.NAME={saved.METHOD.NAME}, "
@@ -354,8 +427,9 @@ class Pretrainer:
         st.optimizer.load_state_dict(ckpt["optimizer"])
         st.scaler.load_state_dict(ckpt["scaler"])
         st.step, st.epoch = ckpt["step"], ckpt["epoch"]
+        st.batch_in_epoch, st.skipped_steps = ckpt.get("batch_in_epoch", 0), ckpt.get("skipped_steps", 0)
         restore_rng_states(ckpt["rng"])
-        logger.info(f"Resumed from {path} at step {st.step} (epoch {st.epoch})")
+        logger.info(f"Resumed from {path} at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})")
 
     # ------------------------------------------------------------------------------------ kNN
     def evaluate_knn(self) -> float:
@@ -370,47 +444,91 @@ class Pretrainer:
 
     # ---------------------------------------------------------------------------------- train
     def train_one_epoch(self) -> None:
+        """Train from the current position to the end of the epoch (or of training, or a stop request)."""
         cfg, st, s = self.cfg, self.state, self.settings
+        per_process_batch = cfg.SOLVER.BATCH_SIZE // comm.get_world_size()
         self.sampler.set_epoch(st.epoch)
-        steps = min(self.steps_per_epoch, s.total_steps - st.step)
-        progress = progress_bar(steps, f"epoch {st.epoch}", cfg.PROGRESS_BAR and self.is_main)
+        self.sampler.set_start(st.batch_in_epoch * per_process_batch)
+        remaining = min(self.steps_per_epoch - st.batch_in_epoch, s.total_steps - st.step)
+        progress = progress_bar(remaining, f"epoch {st.epoch}", cfg.PROGRESS_BAR and self.is_main)
         st.online.train()
         if st.target is not None:
             st.target.train()
         tic, images = time.perf_counter(), 0
-        for index, (views, _) in enumerate(self.train_loader):
-            if index >= steps:
-                break
+        for views, _ in self.train_loader:
             record = train_step(st, views, s)
+            st.batch_in_epoch += 1
             images += views[0].shape[0] * comm.get_world_size()
             progress.update(1)
-            if st.step % cfg.LOG_PERIOD == 0 or index == steps - 1:
+            last = st.batch_in_epoch == self.steps_per_epoch or st.step >= s.total_steps
+            if st.step % cfg.LOG_PERIOD == 0 or last or record["skipped"]:
                 elapsed = time.perf_counter() - tic
                 record.update(step=st.step, epoch=st.epoch, images_per_s=images / max(elapsed, 1e-9))
                 self.metrics.write(record)
                 progress.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
                 tic, images = time.perf_counter(), 0
-            if cfg.KNN.STEP_PERIOD and st.step % cfg.KNN.STEP_PERIOD == 0 and st.step < s.total_steps:
+            if last:  # the epoch-end logic in train() evaluates, saves and polls for stop requests
+                break
+            if cfg.KNN.STEP_PERIOD and st.step % cfg.KNN.STEP_PERIOD == 0 and not record["skipped"]:
                 self.evaluate_knn()
+            if self._step_checkpoint_due() and not record["skipped"]:
+                self.save()
+            if self.stop_request.requested(self.device):
+                self.preempted = True
+                break
         progress.close()
-        st.epoch += 1
+        if not self.preempted:
+            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+
+    def _step_checkpoint_due(self) -> bool:
+        period = self.cfg.CHECKPOINT.STEP_PERIOD
+        return bool(period) and self.state.step % period == 0
 
     def train(self) -> dict:
-        """Run until the total number of steps; returns the final kNN top-1 (if enabled) and step."""
+        """Run until the total number of steps, or until SIGTERM/SIGUSR1 (then save and return preempted).
+
+        Returns {"step", "knn_top1" (final, when enabled), "preempted"}.
+        """
         cfg, st, s = self.cfg, self.state, self.settings
         knn_on = cfg.KNN.PERIOD > 0
-        if knn_on and st.step == 0 and cfg.KNN.AT_START:
+        if knn_on and st.step == 0 and st.batch_in_epoch == 0 and cfg.KNN.AT_START:
             self.evaluate_knn()
         top1 = None
-        while st.step < s.total_steps:
-            self.train_one_epoch()
-            finished = st.step >= s.total_steps
-            if knn_on and (finished or st.epoch % cfg.KNN.PERIOD == 0):
-                top1 = self.evaluate_knn()
-            if finished or st.epoch % cfg.CHECKPOINT.PERIOD == 0:
-                self.save()
-        self.metrics.close()
-        return {"step": st.step, "knn_top1": top1}
+        self.stop_request.install()
+        try:
+            while st.step < s.total_steps:
+                self.train_one_epoch()
+                if not self.preempted:
+                    finished = st.step >= s.total_steps
+                    if knn_on and (finished or st.epoch % cfg.KNN.PERIOD == 0):
+                        top1 = self.evaluate_knn()
+                    if finished or st.epoch % cfg.CHECKPOINT.PERIOD == 0 or self._step_checkpoint_due():
+                        self.save()
+                    report = bad_image_report(self.train_loader.dataset)
+                    if report:
+                        logger.warning(report)
+                    self.preempted = not finished and self.stop_request.requested(self.device)
+                if self.preempted:
+                    logger.warning(f"{self.stop_request.signal_name} received: saving at step {st.step} and stopping "
+                                   f"(exit status 75); continue with --resume")
+                    self.save()
+                    break
+        finally:
+            self.stop_request.uninstall()
+            self.metrics.close()
+        return {"step": st.step, "knn_top1": top1, "preempted": self.preempted}
+
+
+def drop_metrics_after(output_dir: str, step: int) -> None:
+    """Remove metrics.jsonl lines of steps after ``step``: a killed run logged them, the resumed run redoes them."""
+    path = os.path.join(output_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return
+    with open(path, "r", encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        save_atomic_bytes("".join(kept).encode("utf-8"), path)
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

@@ -24,11 +24,31 @@ def sample_seed(base_seed: int, epoch: int, index: int) -> int:
 
 
 class SeededDistributedSampler(DistributedSampler):
-    """A DistributedSampler that yields ``(index, seed)`` pairs for :class:`SeededTransformDataset`."""
+    """A DistributedSampler that yields ``(index, seed)`` pairs for :class:`SeededTransformDataset`.
+
+    :meth:`set_start` skips the first items of the epoch's order, so a run resumed mid-epoch sees
+    exactly the images the interrupted run had not reached, without loading the others.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def set_start(self, num_items: int) -> None:
+        """Begin this epoch at position ``num_items`` of this process's order (call after set_epoch)."""
+        self.start = num_items
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
-        for index in super().__iter__():
-            yield index, sample_seed(self.seed, self.epoch, index)
+        for position, index in enumerate(super().__iter__()):
+            if position >= self.start:
+                yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
 
 
 class SeededTransformDataset(Dataset):

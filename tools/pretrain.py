@@ -2,6 +2,9 @@
 """Pretrain a ResNet with MSR (or a baseline) from a config.
 
     python tools/pretrain.py --cfg in1k_200ep.yaml [--resume] [--dry-run] [KEY VALUE ...]
+
+Exit status: 0 done; 2 a problem with the inputs (message printed); 75 stopped by SIGTERM or SIGUSR1
+after saving a checkpoint (continue with --resume, e.g. after requeueing the job).
 """
 
 import argparse
@@ -21,12 +24,17 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from pretrain import distributed as comm
     from pretrain.engine import Pretrainer
+    from pretrain.preemption import EXIT_PREEMPTED
 
     info = comm.init_distributed()  # torchrun / SLURM environment; nothing to do for a single process
     try:
         result = Pretrainer(cfg, resume=args.resume).train()
     finally:
         comm.cleanup()
+    if result["preempted"]:
+        if info.rank == 0:
+            print(f"stopped on request at step {result['step']} after saving; continue with --resume")
+        return EXIT_PREEMPTED
     if info.rank == 0:
         print(f"done: step {result['step']}, kNN top-1 {result['knn_top1']}")
     return 0

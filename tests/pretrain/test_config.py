@@ -40,7 +40,7 @@ def test_base_inheritance_and_overrides():
     (["SOLVER.BASE_LR", "-1"], "SOLVER.BASE_LR must be > 0"),
     (["MSR.BETA_BASE", "1.5"], r"MSR.BETA_BASE must be in \[0, 1\]"),
     (["METHOD.NAME", "mrs"], "Did you mean 'msr'"),
-    (["SOLVER.EPOCHS", "ten"], "Bad value"),
+    (["SOLVER.EPOCHS", "ten"], "SOLVER.EPOCHS must be an integer, got .ten."),
     (["SOLVER.BASE_LR"], "has no value"),
 ])
 def test_bad_overrides_are_clear_errors(opts, message):
