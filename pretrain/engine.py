@@ -457,11 +457,14 @@ class Pretrainer:
         tic, images = time.perf_counter(), 0
         for views, _ in self.train_loader:
             record = train_step(st, views, s)
+            skipped = bool(record.pop("skipped"))
+            if st.scaler.is_enabled():  # fp16: how many updates the grad scaler has skipped so far
+                record["skipped_steps"] = st.skipped_steps
             st.batch_in_epoch += 1
             images += views[0].shape[0] * comm.get_world_size()
             progress.update(1)
             last = st.batch_in_epoch == self.steps_per_epoch or st.step >= s.total_steps
-            if st.step % cfg.LOG_PERIOD == 0 or last or record["skipped"]:
+            if st.step % cfg.LOG_PERIOD == 0 or last or skipped:
                 elapsed = time.perf_counter() - tic
                 record.update(step=st.step, epoch=st.epoch, images_per_s=images / max(elapsed, 1e-9))
                 self.metrics.write(record)
@@ -469,9 +472,9 @@ class Pretrainer:
                 tic, images = time.perf_counter(), 0
             if last:  # the epoch-end logic in train() evaluates, saves and polls for stop requests
                 break
-            if cfg.KNN.STEP_PERIOD and st.step % cfg.KNN.STEP_PERIOD == 0 and not record["skipped"]:
+            if cfg.KNN.STEP_PERIOD and st.step % cfg.KNN.STEP_PERIOD == 0 and not skipped:
                 self.evaluate_knn()
-            if self._step_checkpoint_due() and not record["skipped"]:
+            if self._step_checkpoint_due() and not skipped:
                 self.save()
             if self.stop_request.requested(self.device):
                 self.preempted = True

@@ -1,5 +1,7 @@
 """Fixtures shared by several test files."""
 
+import socket
+
 import pytest
 import torch
 
@@ -12,3 +14,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _pick_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def free_port():
+    """A function returning a TCP port that was free a moment ago (one per local process group)."""
+    return _pick_free_port

@@ -2,7 +2,8 @@
 
 digits pretraining (BYOL and MSR, kNN monitor) -> linear evaluation -> verified conversion of the
 MSR encoder to Detectron2 -> Mask R-CNN and Keypoint R-CNN fine-tuning on the synthetic COCO-format
-data, from the MSR weights and from random initialisation with the same budget -> COCO AP table.
+data, from the MSR weights and from random initialisation with the same budget -> COCO AP table,
+plus two pictures: the training curves of both runs and a grid of the demo's augmented views.
 Everything runs on the CPU without downloads.
 """
 
@@ -16,14 +17,20 @@ import shutil
 import time
 from typing import Dict, List, Tuple
 
+from pretrain.aug_grid import augmentation_grid
 from pretrain.checkpoint import latest_checkpoint
+from pretrain.config import load_config
 from pretrain.demo import format_table as format_pretraining_table
+from pretrain.demo import DEMO_CONFIG
 from pretrain.demo import run_demo as run_pretraining_demo
+from pretrain.plots import plot_runs
 
 from .convert import Backbone, convert_backbone, extract_backbone, load_weights_file, write_d2_pickle
 from .lincls import run_linear_eval
 
 LINCLS_CONFIG = "digits.yaml"
+CURVES_FILE = "curves_byol_vs_msr.png"
+AUG_GRID_FILE = "aug_grid.png"
 DET_RUNS = (("Mask R-CNN", "synthetic_mask_rcnn.yaml", ("bbox", "segm")),
             ("Keypoint R-CNN", "synthetic_keypoint_rcnn.yaml", ("bbox", "keypoints")))
 
@@ -83,6 +90,13 @@ def fine_tune_all(weights: str, output_root: str, det_opts: Tuple[str, ...]) -> 
     return rows
 
 
+def draw_pictures(rows: List[dict], output_root: str, pretrain_opts: Tuple[str, ...]) -> Dict[str, str]:
+    """The pretraining curves of the demo runs, overlaid, and the demo config's augmented views."""
+    curves = plot_runs([row["output_dir"] for row in rows], os.path.join(output_root, CURVES_FILE))
+    grid = augmentation_grid(load_config(DEMO_CONFIG, pretrain_opts), 8, os.path.join(output_root, AUG_GRID_FILE))
+    return {"curves": curves, "augmentation_grid": grid}
+
+
 def clear_previous_demo(output_root: str) -> None:
     """Remove what an earlier demo wrote here (the pretraining runs are replaced by the pretraining demo)."""
     if not os.path.isdir(output_root):
@@ -91,7 +105,7 @@ def clear_previous_demo(output_root: str) -> None:
         path = os.path.join(output_root, name)
         if name.startswith("lincls_") or name == "det":
             shutil.rmtree(path)
-        elif name in ("msr_backbone_d2.pkl", "detectron2_log.txt", "results.json"):
+        elif name in ("msr_backbone_d2.pkl", "detectron2_log.txt", "results.json", CURVES_FILE, AUG_GRID_FILE):
             os.remove(path)
 
 
@@ -100,6 +114,7 @@ def run_full_demo(output_root: str = "output/demo", pretrain_opts: Tuple[str, ..
     tic = time.perf_counter()
     clear_previous_demo(output_root)
     results = run_pretraining_demo(output_root, pretrain_opts)
+    results["pictures"] = draw_pictures(results["rows"], output_root, pretrain_opts)
     linear_evaluations(results["rows"], output_root)
     msr_dir = next(row["output_dir"] for row in results["rows"] if row["method"].startswith("MSR"))
     weights = os.path.join(output_root, "msr_backbone_d2.pkl")
@@ -130,4 +145,6 @@ def format_report(results: dict) -> str:
     return "\n".join([format_pretraining_table(results), "",
                       f"Conversion to Detectron2 verified: max |diff| of res2..res5 = {worst:.1e}", "",
                       format_detection_table(results["detection"]), "",
+                      f"Pictures: {results['pictures']['curves']} (training curves), "
+                      f"{results['pictures']['augmentation_grid']} (weak and aggressive views)", "",
                       f"Total demo time: {results['total_seconds']:.0f} s"])

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -26,12 +25,6 @@ LOSS_ATOL = 1e-4
 WEIGHT_ATOL = 5e-4
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, output_dir: str, method: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -53,10 +46,10 @@ def _losses(output_dir: str):
 
 
 @pytest.mark.parametrize("method", ["msr", "simsiam_msr"])
-def test_two_processes_match_one_process(tmp_path, method):
+def test_two_processes_match_one_process(tmp_path, method, free_port):
     single_dir, dist_dir = str(tmp_path / "one"), str(tmp_path / "two")
-    mp.spawn(_worker, args=(1, _free_port(), single_dir, method), nprocs=1, join=True)
-    mp.spawn(_worker, args=(2, _free_port(), dist_dir, method), nprocs=2, join=True)
+    mp.spawn(_worker, args=(1, free_port(), single_dir, method), nprocs=1, join=True)
+    mp.spawn(_worker, args=(2, free_port(), dist_dir, method), nprocs=2, join=True)
 
     single, dist = _losses(single_dir), _losses(dist_dir)
     assert len(single) == len(dist) == 3

@@ -190,3 +190,25 @@ def test_fp16_step_skipped_by_the_grad_scaler_advances_nothing(tmp_path):
     assert record["lr"] == lr_at(1, settings.total_steps, settings.base_lr, settings.warmup_steps, settings.min_lr)
     assert record["beta"] == beta_at(1, settings.total_steps, settings.beta_base, settings.beta_schedule)
     assert record["grad_norm"] > 0
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_non_finite_fp32_loss_stops_with_the_step_terms_and_lr_and_keeps_the_checkpoints(tmp_path):
+    from pretrain.engine import NonFiniteLossError
+
+    first = _tiny(tmp_path / "run", "SOLVER.MAX_STEPS", "2", "CHECKPOINT.STEP_PERIOD", "1")
+    Pretrainer(first).train()
+    before = list_checkpoints(first.OUTPUT_DIR)
+    trainer = Pretrainer(_tiny(tmp_path / "run", "SOLVER.MAX_STEPS", "4", "CHECKPOINT.STEP_PERIOD", "1"),
+                         resume=True)
+    with torch.no_grad():
+        trainer.state.online.predictor[0].weight.fill_(float("nan"))  # the next loss is NaN
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.train()
+    message = str(error.value)
+    for text in ("Non-finite loss at step 2", "loss=nan", "weak-aggressive term=", "aggressive-aggressive term=",
+                 "lr=", "last checkpoint in OUTPUT_DIR is intact"):
+        assert text in message, text
+    assert list_checkpoints(first.OUTPUT_DIR) == before  # nothing written after the failure
+    saved = load_checkpoint(before[-1])
+    assert saved["step"] == 2 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())

@@ -124,3 +124,18 @@ def test_pretrain_tool_runs_end_to_end(tmp_path):
     assert latest_checkpoint(str(out_dir)).endswith("checkpoint_0000002.pth")
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_tensorboard_holds_every_training_scalar(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _short_run(tmp_path / "run", "LOG_PERIOD", "1")
+    Pretrainer(cfg).train()
+    events = EventAccumulator(os.path.join(cfg.OUTPUT_DIR, "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    wanted = ("loss", "loss_weak_aggressive", "loss_aggressive_aggressive", "beta", "tau", "lr", "grad_norm",
+              "images_per_s", "knn_top1")
+    assert {f"pretrain/{name}" for name in wanted} <= tags, tags
+    grad_norms = [event.value for event in events.Scalars("pretrain/grad_norm")]
+    assert len(grad_norms) == 3 and all(value > 0 for value in grad_norms)

@@ -32,3 +32,7 @@ def test_demo_runs_the_whole_chain_and_prints_the_tables(tmp_path):
     assert set(tasks) == {(m, i) for m in ("Mask R-CNN", "Keypoint R-CNN") for i in ("MSR", "random init")}
     assert all("segm" in r for (m, _), r in tasks.items() if m == "Mask R-CNN")
     assert all("keypoints" in r for (m, _), r in tasks.items() if m == "Keypoint R-CNN")
+    for key in ("curves", "augmentation_grid"):  # both pictures written, as PNG files
+        with open(results["pictures"][key], "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n", key
+    assert "Pictures:" in run.stdout

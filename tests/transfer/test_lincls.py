@@ -258,15 +258,7 @@ def _distributed_worker(rank: int, world: int, port: int, checkpoint: str, opts:
         comm.cleanup()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_two_processes_train_the_classifier_like_one(checkpoint, digits_run, tmp_path):
+def test_two_processes_train_the_classifier_like_one(checkpoint, digits_run, tmp_path, free_port):
     """Cached protocol on 2 processes: gathered features, split global batches, averaged gradients.
 
     The global batch 256 does not divide 1347 images, so the last batch is split 34 / 33: the loss
@@ -277,7 +269,7 @@ def test_two_processes_train_the_classifier_like_one(checkpoint, digits_run, tmp
     import torch.multiprocessing as mp
 
     out = tmp_path / "two"
-    mp.spawn(_distributed_worker, args=(2, _free_port(), checkpoint, QUIET + ["OUTPUT_DIR", str(out)]), nprocs=2,
+    mp.spawn(_distributed_worker, args=(2, free_port(), checkpoint, QUIET + ["OUTPUT_DIR", str(out)]), nprocs=2,
              join=True)
     two = torch.load(out / LINCLS_CHECKPOINT, weights_only=True)
     one = torch.load(os.path.join(digits_run["output_dir"], LINCLS_CHECKPOINT), weights_only=True)
@@ -288,14 +280,14 @@ def test_two_processes_train_the_classifier_like_one(checkpoint, digits_run, tmp
     assert [r["epoch"] for r in _metrics(out)] == list(range(1, 21))  # one writer: no duplicated lines
 
 
-def test_two_processes_run_the_augmented_protocol(checkpoint, tmp_path):
+def test_two_processes_run_the_augmented_protocol(checkpoint, tmp_path, free_port):
     """Augmented training on 2 processes: each loads its share of every epoch (DistributedSampler)."""
     import torch.multiprocessing as mp
 
     out = tmp_path / "aug2"
     opts = QUIET + ["OUTPUT_DIR", str(out), "LINCLS.CACHED_FEATURES", "False", "LINCLS.EPOCHS", "2",
                     "LINCLS.FEATURE_NORM", "none"]
-    mp.spawn(_distributed_worker, args=(2, _free_port(), checkpoint, opts), nprocs=2, join=True)
+    mp.spawn(_distributed_worker, args=(2, free_port(), checkpoint, opts), nprocs=2, join=True)
     records = _metrics(out)
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(0 < r["train_loss"] < 10 and 0 <= r["train_top1"] <= 100 for r in records)
