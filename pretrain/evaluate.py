@@ -60,10 +60,16 @@ def load_encoder(checkpoint: dict, cfg, which: str = "online") -> ResNet:
 
 def knn_from_checkpoint(path: str, cfg_file: Optional[str] = None, opts: Iterable[str] = (),
                         which: str = "online") -> float:
-    """kNN top-1 of a checkpoint's encoder, on the data set named by its config (or ``cfg_file``)."""
+    """kNN top-1 of a checkpoint's encoder, on the data set named by its config (or ``cfg_file``).
+
+    Run by several processes (torchrun / SLURM), each encodes its share of the images and the features
+    are gathered, so the result equals one process's.
+    """
     checkpoint = load_checkpoint(path)
     cfg = load_config(cfg_file, opts) if cfg_file else config_from_yaml_text(checkpoint["config"], opts)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.DEVICE != "cpu" else "cpu")
+    from .engine import resolve_device  # engine imports this module
+
+    device = resolve_device(cfg.DEVICE)  # with several processes: this process's GPU
     encoder = load_encoder(checkpoint, cfg, which).to(device)
     memory_loader, query_loader = build_eval_loaders(cfg, device)
     return knn_top1(encoder, memory_loader, query_loader, num_classes(cfg), device, cfg.KNN.K, cfg.KNN.TEMPERATURE)

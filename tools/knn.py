@@ -2,6 +2,7 @@
 """kNN top-1 (k=200, T=0.1, cosine) of a pretraining checkpoint's encoder on its data set's test split.
 
     python tools/knn.py CHECKPOINT [--cfg CONFIG] [--which online|target] [KEY VALUE ...]
+    torchrun --nproc_per_node 8 tools/knn.py CHECKPOINT ...      # features extracted on 8 GPUs
 
 Without --cfg the config saved in the checkpoint is used; overrides (e.g. DATA.ROOT) apply on top.
 """
@@ -16,10 +17,16 @@ from pretrain.cli import add_common_arguments, parse_tool_args, run_main  # noqa
 
 
 def main(args: argparse.Namespace) -> int:
+    from pretrain import distributed as comm
     from pretrain.evaluate import knn_from_checkpoint
 
-    top1 = knn_from_checkpoint(args.checkpoint, args.cfg, args.opts, args.which)
-    print(f"kNN top-1: {top1:.2f}")
+    info = comm.init_distributed()  # torchrun / SLURM environment; nothing to do for a single process
+    try:
+        top1 = knn_from_checkpoint(args.checkpoint, args.cfg, args.opts, args.which)
+    finally:
+        comm.cleanup()
+    if info.rank == 0:
+        print(f"kNN top-1: {top1:.2f}")
     return 0
 
 
