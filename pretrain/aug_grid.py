@@ -78,7 +78,7 @@ def _cpu_rows(cfg, originals: Sequence[Image.Image]) -> list[list[np.ndarray]]:
 
 def _device_rows(cfg, originals: Sequence[Image.Image], seed: int) -> list[list[np.ndarray]]:
     """The device path: uint8 weak views from the loader transform, then one batched t2 on the CPU."""
-    weak = WeakViewsUint8(weak_transform(cfg))
+    weak = WeakViewsUint8.from_config(cfg)
     pairs = [weak(image) for image in originals]
     batch = torch.stack([view for pair in pairs for view in pair])                    # (2N, 3, H, W)
     generator = torch.Generator().manual_seed(seed)

@@ -8,12 +8,14 @@ from torch.utils.data import default_collate
 from torchvision.transforms import functional as F
 
 from pretrain.augment import (
+    CROP_ATTEMPTS,
     GaussianBlur,
     MultiStageViews,
     WeakViewsUint8,
     aggressive_transform,
     build_pretrain_transform,
     eval_transform,
+    sample_crop_box,
     to_normalized_tensor,
     weak_transform,
 )
@@ -235,19 +237,19 @@ def test_device_mode_is_reproducible_under_a_seed():
 
 
 def test_device_mode_views_are_the_cpu_weak_views_unnormalised():
-    """Same seed, same crops as the CPU path's weak views (t2 with zero probabilities draws nothing)."""
-    cpu_cfg = _cfg(GRAY_PROB=0.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
-    device_cfg = _device_cfg(GRAY_PROB=0.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
+    """For the same crop box, the uint8 view normalised on the device equals the CPU path's normalised view."""
+    cfg = _cfg()
+    image = _image(seed=3)
     for seed in range(3):
         torch.manual_seed(seed)
-        w1, w2, _, _ = _views_as_pil(cpu_cfg)(_image(seed=seed))
+        top, left, h, w = sample_crop_box(48, 40, (0.2, 1.0), torch.rand(4 * CROP_ATTEMPTS + 1).tolist())
+        pil_view = F.resized_crop(image, top, left, h, w, [32, 32])
         torch.manual_seed(seed)
-        u1, u2 = build_pretrain_transform(device_cfg)(_image(seed=seed))
-        assert torch.equal(u1, F.pil_to_tensor(w1)) and torch.equal(u2, F.pil_to_tensor(w2))
-        normalised = to_normalized_tensor(cpu_cfg)(w1)
-        mean = torch.tensor(cpu_cfg.DATA.MEAN).view(3, 1, 1)
-        std = torch.tensor(cpu_cfg.DATA.STD).view(3, 1, 1)
-        assert torch.allclose((u1.float() / 255 - mean) / std, normalised, atol=1e-6)
+        uint8_view = WeakViewsUint8(32, (0.2, 1.0), flip_prob=0.0).view(image)
+        assert torch.equal(uint8_view, F.pil_to_tensor(pil_view))
+        mean = torch.tensor(cfg.DATA.MEAN).view(3, 1, 1)
+        std = torch.tensor(cfg.DATA.STD).view(3, 1, 1)
+        assert torch.allclose((uint8_view.float() / 255 - mean) / std, to_normalized_tensor(cfg)(pil_view), atol=1e-6)
 
 
 def test_device_mode_views_collate_into_uint8_batches():
@@ -261,3 +263,57 @@ def test_device_mode_views_collate_into_uint8_batches():
 def test_cpu_mode_is_unchanged_by_the_device_option():
     assert isinstance(build_pretrain_transform(_cfg(AGGRESSIVE_ON="cpu")), MultiStageViews)
     assert "WeakViewsUint8" in repr(build_pretrain_transform(_device_cfg()))
+
+
+@pytest.mark.parametrize("width, height, scale", [(40, 40, (0.2, 1.0)), (64, 30, (0.08, 1.0)), (9, 50, (0.5, 1.0))])
+def test_device_mode_crop_boxes_follow_torchvision_random_resized_crop(width, height, scale):
+    """Same distribution as RandomResizedCrop.get_params: area, aspect ratio, position, fallback (20000 boxes)."""
+    from torchvision.transforms import RandomResizedCrop
+
+    torch.manual_seed(0)
+    image = Image.new("RGB", (width, height))
+    ours = np.array([sample_crop_box(width, height, scale, torch.rand(4 * CROP_ATTEMPTS).tolist())
+                     for _ in range(20000)], dtype=float)
+    theirs = np.array([RandomResizedCrop.get_params(image, scale, (3 / 4, 4 / 3)) for _ in range(20000)], dtype=float)
+    for boxes in (ours, theirs):
+        top, left, h, w = boxes.T
+        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+
+    def stats(boxes):
+        top, left, h, w = boxes.T
+        area, log_ratio = h * w / (width * height), np.log(w / h)
+        centre_y, centre_x = (top + h / 2) / height, (left + w / 2) / width
+        return np.array([np.quantile(v, q) for v in (area, log_ratio, centre_y, centre_x) for q in (0.1, 0.5, 0.9)]
+                        + [area.mean(), log_ratio.mean()])
+    # sampling noise of these statistics over 20000 draws is below 0.01; a wrong rule moves them by more than 0.05
+    assert np.abs(stats(ours) - stats(theirs)).max() < 0.03, (stats(ours), stats(theirs))
+
+
+def test_device_mode_view_has_the_pixels_of_the_cpu_weak_view_for_its_box_and_flips_half_the_time():
+    image = _image(48, 40)
+    transform = WeakViewsUint8(32, (0.2, 1.0), 0.5)
+    flips = 0
+    for seed in range(400):
+        torch.manual_seed(seed)
+        draws = torch.rand(4 * CROP_ATTEMPTS + 1).tolist()
+        top, left, h, w = sample_crop_box(48, 40, (0.2, 1.0), draws)
+        expected = F.pil_to_tensor(F.resized_crop(image, top, left, h, w, [32, 32]))
+        if draws[-1] < 0.5:
+            expected, flips = expected.flip(-1), flips + 1
+        torch.manual_seed(seed)
+        assert torch.equal(transform.view(image), expected), seed
+    assert 160 <= flips <= 240
+
+
+@pytest.mark.parametrize("mode, size", [("RGB", 32), ("RGB", 224), ("L", 16)])
+def test_normalized_tensor_equals_to_tensor_then_normalize(mode, size):
+    from torchvision import transforms as T
+
+    image = _image(size, size).convert(mode)
+    mean, std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) if mode == "RGB" else ([0.5], [0.5])
+    cfg = get_default_config()
+    cfg.DATA.MEAN, cfg.DATA.STD = mean, std
+    ours = to_normalized_tensor(cfg)(image)
+    reference = T.Compose([T.ToTensor(), T.Normalize(mean, std)])(image)
+    assert ours.dtype == torch.float32 and ours.is_contiguous() and ours.shape == reference.shape
+    torch.testing.assert_close(ours, reference, rtol=0, atol=2e-6)
