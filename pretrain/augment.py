@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
-from torchvision.transforms import functional as TF
 
 # Methods whose target branch may also see aggressive views ("AA" ablation of Table 1).
 _METHODS_WITH_VIEW_CHOICE = ("byol", "simsiam")
