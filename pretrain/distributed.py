@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -124,3 +126,16 @@ def init_distributed(backend: str = "", timeout_minutes: int = 30) -> DistInfo:
 def cleanup() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group() -> Iterator[DistInfo]:
+    """Join the environment's process group (torchrun / SLURM) for the ``with`` block, then leave it.
+
+    A single process joins nothing; the DistInfo says which process this is.
+    """
+    info = init_distributed()
+    try:
+        yield info
+    finally:
+        cleanup()

@@ -20,11 +20,8 @@ def main(args: argparse.Namespace) -> int:
     from pretrain import distributed as comm
     from pretrain.evaluate import knn_from_checkpoint
 
-    info = comm.init_distributed()  # torchrun / SLURM environment; nothing to do for a single process
-    try:
+    with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
         top1 = knn_from_checkpoint(args.checkpoint, args.cfg, args.opts, args.which)
-    finally:
-        comm.cleanup()
     if info.rank == 0:
         print(f"kNN top-1: {top1:.2f}")
     return 0

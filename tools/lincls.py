@@ -23,11 +23,8 @@ def main(args: argparse.Namespace) -> int:
     from pretrain import distributed as comm
     from transfer.lincls import run_linear_eval
 
-    info = comm.init_distributed()  # torchrun / SLURM environment; nothing to do for a single process
-    try:
+    with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
         result = run_linear_eval(args.checkpoint, args.cfg, args.opts, args.which, args.resume)
-    finally:
-        comm.cleanup()
     if info.rank == 0:
         print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  "
               f"(best top-1 {result['best_top1']:.2f}, {result['epochs']} epochs)  results in {result['output_dir']}")

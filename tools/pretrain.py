@@ -26,11 +26,8 @@ def main(args: argparse.Namespace) -> int:
     from pretrain.engine import Pretrainer
     from pretrain.preemption import EXIT_PREEMPTED
 
-    info = comm.init_distributed()  # torchrun / SLURM environment; nothing to do for a single process
-    try:
+    with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
         result = Pretrainer(cfg, resume=args.resume).train()
-    finally:
-        comm.cleanup()
     if result["preempted"]:
         if info.rank == 0:
             print(f"stopped on request at step {result['step']} after saving; continue with --resume")

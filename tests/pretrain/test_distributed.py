@@ -29,15 +29,12 @@ def _worker(rank: int, world: int, port: int, output_dir: str, method: str) -> N
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    comm.init_distributed()
-    try:
+    with comm.process_group():
         trainer = Pretrainer(load_config("digits_demo.yaml", OPTS + ["METHOD.NAME", method, "OUTPUT_DIR", output_dir]))
         result = trainer.train()
         if rank == 0:
             torch.save({"online": trainer.checkpoint_dict()["model"], "knn": result["knn_top1"]},
                        os.path.join(output_dir, "final.pt"))
-    finally:
-        comm.cleanup()
 
 
 def _losses(output_dir: str):

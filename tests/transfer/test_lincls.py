@@ -251,11 +251,8 @@ def _distributed_worker(rank: int, world: int, port: int, checkpoint: str, opts:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    comm.init_distributed()
-    try:
+    with comm.process_group():
         run_linear_eval(checkpoint, "digits.yaml", opts)
-    finally:
-        comm.cleanup()
 
 
 def test_two_processes_train_the_classifier_like_one(checkpoint, digits_run, tmp_path, free_port):
