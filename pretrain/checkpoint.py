@@ -24,7 +24,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 CHECKPOINT_KIND = "msr_pretrain"
 LINCLS_KIND = "msr_lincls"  # the linear-evaluation checkpoints of transfer/lincls.py
@@ -221,9 +221,8 @@ def unreadable_message(path: str, err: Exception, fix: str, corrupt_fix: Optiona
         return (f"'{path}' {UNSAFE}: besides tensors it stores Python objects{_refused_global(err)}, and "
                 f"unpickling those can run arbitrary code, so it was not loaded. {fix}")
     if kind == "zip":
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return (f"Could not read checkpoint '{path}': {err.__class__.__name__}: {first}. The file is corrupt or "
-                f"truncated. {corrupt_fix}")
+        return (f"Could not read checkpoint '{path}': {err.__class__.__name__}: {first_line(err)}. The file is "
+                f"corrupt or truncated. {corrupt_fix}")
     return (f"'{path}' is not a PyTorch checkpoint: it is neither a zip archive (what torch.save writes) nor a "
             f"pickle, so it is corrupt, truncated or another kind of file. {corrupt_fix}")
 

@@ -7,3 +7,9 @@ with --debug); any other exception is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's input (config, data, checkpoint, paths); the message names the fix."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message ("" when it has none), for one-paragraph errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""

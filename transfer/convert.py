@@ -28,7 +28,7 @@ from pretrain.checkpoint import (
     torch_load_quietly,
     unreadable_message,
 )
-from pretrain.errors import UserError
+from pretrain.errors import UserError, first_line
 from pretrain.model import ARCHITECTURES, ResNet
 from pretrain.paths import ensure_output_dir
 
@@ -212,9 +212,8 @@ def load_weights_file(path: str, allow_unsafe_pickle: bool = False):
 def _load_error_message(path: str, err: Exception, allow_unsafe_pickle: bool) -> str:
     """Why ``path`` did not load; the fix names --allow-unsafe-pickle where that flag would help."""
     if allow_unsafe_pickle:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return (f"Could not read '{path}' even with --allow-unsafe-pickle: {err.__class__.__name__}: {first}. "
-                f"Is it a PyTorch checkpoint, complete and uncorrupted?")
+        return (f"Could not read '{path}' even with --allow-unsafe-pickle: {err.__class__.__name__}: "
+                f"{first_line(err)}. Is it a PyTorch checkpoint, complete and uncorrupted?")
     fix = "If you trust where the file comes from, pass --allow-unsafe-pickle (only then is it fully unpickled)."
     if path.endswith(".pkl"):
         fix = ("A Detectron2 .pkl is already converted: pass it to tools/train_det.py as MODEL.WEIGHTS. Otherwise, "

@@ -50,6 +50,7 @@ from pretrain.checkpoint import (
 from pretrain.config import ConfigError, config_from_yaml_text, resolve_config_path
 from pretrain.data import build_eval_datasets, num_classes
 from pretrain.engine import MetricsWriter, progress_bar, resolve_device, seed_everything, setup_logging
+from pretrain.errors import first_line
 from pretrain.evaluate import load_encoder, make_loader, process_share
 from pretrain.paths import ensure_output_dir
 
@@ -434,7 +435,7 @@ class LinearEvaluator:
             self.head.load_state_dict(state["head"])
         except RuntimeError as err:
             raise CheckpointError(f"'{path}' holds a classifier that does not fit this encoder/data set "
-                                  f"({str(err).splitlines()[0]}); choose another OUTPUT_DIR.") from None
+                                  f"({first_line(err)}); choose another OUTPUT_DIR.") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_top1, self.last = state["epoch"], state["best_top1"], dict(state["last"])

@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 
 from pretrain.checkpoint import UNSAFE
-from pretrain.errors import UserError
+from pretrain.errors import UserError, first_line
 
 _CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"  # numpy 2 renamed numpy.core
 _NUMPY_HELPERS = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
@@ -73,7 +73,6 @@ def load_weights_pickle(path: str, fix: str):
             f"'{path}' {UNSAFE}: it refers to {err}, which is not part of a dict of numpy arrays, and unpickling "
             f"it could run arbitrary code, so it was not loaded. {fix}") from None
     except Exception as err:  # noqa: BLE001 (not a pickle: truncated, corrupt, text, a zip archive, ...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise UnreadablePickleError(
-            f"'{path}' is not a readable weights pickle ({err.__class__.__name__}: {first}): it is corrupt, "
+            f"'{path}' is not a readable weights pickle ({err.__class__.__name__}: {first_line(err)}): it is corrupt, "
             f"truncated or another kind of file. {fix}") from None
