@@ -27,6 +27,7 @@ from pretrain.checkpoint import (
     save_atomic_bytes,
     torch_load_quietly,
     unreadable_message,
+    verify_digest,
 )
 from pretrain.errors import UserError, first_line
 from pretrain.model import ARCHITECTURES, ResNet
@@ -203,6 +204,7 @@ def load_weights_file(path: str, allow_unsafe_pickle: bool = False):
     if not os.path.isfile(path):
         raise ConversionError(f"Checkpoint '{path}' does not exist. Pass the path of a pretraining checkpoint "
                               f"(checkpoint_*.pth in the run's OUTPUT_DIR) or of another ResNet checkpoint.")
+    verify_digest(path)  # our own checkpoints carry a SHA-256 companion: flipped bits would load silently
     try:
         return torch_load_quietly(path, weights_only=not allow_unsafe_pickle)
     except Exception as err:  # noqa: BLE001 (needs unsafe unpickling, corrupt, or not a torch file)

@@ -119,6 +119,19 @@ def test_unsafe_pickles_are_refused_without_the_flag(tmp_path):
     assert "state_dict" in load_weights_file(str(path), allow_unsafe_pickle=True)
 
 
+def test_checkpoint_changed_after_saving_is_refused_by_its_digest(tmp_path):
+    from pretrain.checkpoint import CheckpointError, save_atomic
+
+    path = tmp_path / "checkpoint_0000001.pth"
+    save_atomic({"state_dict": torchvision.models.resnet18().state_dict()}, str(path))
+    assert "state_dict" in load_weights_file(str(path))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside tensor data: torch.load alone would not notice
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="is corrupt: its SHA-256 does not match"):
+        load_weights_file(str(path))
+
+
 @pytest.mark.parametrize("depth, width", [("resnet50", 16), ("resnet18", 16), ("resnet18", 64)])
 def test_detectron2_outputs_equal_the_source(depth, width, tmp_path):
     from transfer.detection import read_d2_pickle, verify_conversion
