@@ -146,23 +146,17 @@ def _share_cpu_with_loader(num_workers: int) -> None:
         logger.info(f"CPU training: {threads} compute thread(s), {num_workers} loader worker(s) on {cores} cores")
 
 
-def _to_device(images: torch.Tensor, settings: StepSettings) -> torch.Tensor:
-    images = images.to(settings.device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if settings.channels_last else images
-
-
 def prepare_views(views: Iterable[torch.Tensor], s: StepSettings) -> list:
     """The step's input views on the device: (weak1, weak2, aggressive1, aggressive2) or (aggressive1, aggressive2).
 
     With t2 on the device the loader delivers the two weak views as uint8; the aggressive views are
     made from them here, batched, each image with its own random parameters.
     """
-    if s.device_augment is None:
-        return [_to_device(v, s) for v in views]
-    weak = [v.to(s.device, non_blocking=True) for v in views]
-    aggressive = [s.device_augment(w) for w in weak]
-    made = ([s.device_augment.normalize(w) for w in weak] if s.weak_views else []) + aggressive
-    return [v.contiguous(memory_format=torch.channels_last) if s.channels_last else v for v in made]
+    views = [v.to(s.device, non_blocking=True) for v in views]
+    if s.device_augment is not None:
+        aggressive = [s.device_augment(w) for w in views]
+        views = ([s.device_augment.normalize(w) for w in views] if s.weak_views else []) + aggressive
+    return [v.contiguous(memory_format=torch.channels_last) if s.channels_last else v for v in views]
 
 
 def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings) -> Dict[str, float]:
