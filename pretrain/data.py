@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from .config import CHOICES, get_default_config
 from .errors import UserError
 
 # -- digits split, fixed so that every run (and --dry-run) sees the same images ------------------
@@ -136,8 +137,8 @@ GRAY_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # What PIL raises for files it cannot decode (zlib/struct errors escape from some damaged PNG/TIFF files).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 
-BAD_IMAGE_POLICIES = ("skip", "fail")
-DEFAULT_BAD_IMAGES = "skip"  # as the config default DATA.BAD_IMAGES
+BAD_IMAGE_POLICIES = CHOICES["DATA.BAD_IMAGES"]
+DEFAULT_BAD_IMAGES = get_default_config().DATA.BAD_IMAGES
 MAX_CONSECUTIVE_BAD_IMAGES = 10  # under "skip", how many files in a row may fail before giving up
 
 
