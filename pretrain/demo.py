@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from .config import load_config
 from .data import build_eval_datasets, num_classes
 from .engine import Pretrainer
 from .knn import knn_predict
+from .plots import read_metrics
 
 DEMO_CONFIG = "digits_demo.yaml"
 RUNS = (("BYOL (aggressive views on both branches)", ["METHOD.NAME", "byol", "METHOD.VIEWS", "AA"]),
@@ -38,12 +39,6 @@ def raw_pixel_knn(cfg) -> float:
     return 100.0 * (predicted == labels).float().mean().item()
 
 
-def read_knn_curve(output_dir: str) -> List[Tuple[int, float]]:
-    with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle]
-    return [(r["step"], r["knn_top1"]) for r in records if "knn_top1" in r]
-
-
 def run_demo(output_root: str = "output/demo", extra_opts: Tuple[str, ...] = ()) -> dict:
     """Train each demo run into ``output_root/<method>`` (replacing an earlier demo) and return the results."""
     results = {"rows": []}
@@ -58,7 +53,7 @@ def run_demo(output_root: str = "output/demo", extra_opts: Tuple[str, ...] = ())
         tic = time.perf_counter()
         trainer = Pretrainer(cfg)
         final = trainer.train()
-        curve = read_knn_curve(output_dir)
+        curve = read_metrics(output_dir).get("knn_top1", [])
         results["rows"].append({"method": label, "steps": final["step"], "seconds": time.perf_counter() - tic,
                                 "knn_init": curve[0][1], "knn_final": final["knn_top1"], "curve": curve,
                                 "output_dir": output_dir})
