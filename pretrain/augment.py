@@ -76,6 +76,13 @@ def aggressive_transform(cfg) -> Callable[[Image.Image], Image.Image]:
     return T.Compose(steps)
 
 
+def chw_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """An HxW or HxWxC image array as a contiguous, writable (C, H, W) tensor of the same dtype (one copy)."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return torch.from_numpy(np.array(pixels.transpose(2, 0, 1), order="C"))
+
+
 class NormalizedTensor:
     """PIL image -> float32 CHW tensor normalised with ``mean`` / ``std`` (given on the 0-1 scale).
 
@@ -90,11 +97,7 @@ class NormalizedTensor:
         self.scale = 1 / (torch.tensor(self.std).view(-1, 1, 1) * 255)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        pixels = np.asarray(img)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        chw = torch.from_numpy(np.array(pixels.transpose(2, 0, 1), order="C"))  # a writable copy
-        return chw.float().sub_(self.offset).mul_(self.scale)
+        return chw_tensor(np.asarray(img)).float().sub_(self.offset).mul_(self.scale)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(mean={self.mean}, std={self.std})"
@@ -197,11 +200,7 @@ class WeakViewsUint8:
         top, left, h, w = sample_crop_box(img.width, img.height, self.scale, draws)
         pixels = np.asarray(img.crop((left, top, left + w, top + h)).resize((self.size, self.size),
                                                                             Image.BILINEAR))
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        if draws[-1] < self.flip_prob:
-            pixels = pixels[:, ::-1]
-        return torch.from_numpy(np.array(pixels.transpose(2, 0, 1), order="C"))  # a writable copy
+        return chw_tensor(pixels[:, ::-1] if draws[-1] < self.flip_prob else pixels)
 
     def __call__(self, img: Image.Image) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.view(img), self.view(img)
