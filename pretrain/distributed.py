@@ -16,6 +16,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from .config import ConfigError
+
 DEFAULT_MASTER_PORT = "29500"
 
 
@@ -121,6 +123,15 @@ def init_distributed(backend: str = "", timeout_minutes: int = 30) -> DistInfo:
     dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"), init_method="env://", rank=info.rank,
                             world_size=info.world_size, timeout=timedelta(minutes=timeout_minutes))
     return info
+
+
+def resolve_device(name: str) -> torch.device:
+    """The training device; with CUDA, the GPU of this process's local rank."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto).")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
 
 
 def cleanup() -> None:

@@ -104,15 +104,6 @@ class StepSettings:
     weak_views: bool = True  # whether the target branch sees weak views (False for BYOL/SimSiam "AA")
 
 
-def resolve_device(name: str) -> torch.device:
-    """The training device; with CUDA, the GPU of this process's local rank."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto).")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -266,7 +257,7 @@ class Pretrainer:
 
     def __init__(self, cfg, resume: bool = False):
         self.cfg = cfg
-        self.device = resolve_device(cfg.DEVICE)
+        self.device = comm.resolve_device(cfg.DEVICE)
         self.is_main = comm.is_main_process()
         self.output_dir = cfg.OUTPUT_DIR
         self._prepare_output_dir(resume)

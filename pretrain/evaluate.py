@@ -67,9 +67,7 @@ def knn_from_checkpoint(path: str, cfg_file: Optional[str] = None, opts: Iterabl
     """
     checkpoint = load_checkpoint(path)
     cfg = load_config(cfg_file, opts) if cfg_file else config_from_yaml_text(checkpoint["config"], opts)
-    from .engine import resolve_device  # engine imports this module
-
-    device = resolve_device(cfg.DEVICE)  # with several processes: this process's GPU
+    device = comm.resolve_device(cfg.DEVICE)  # with several processes: this process's GPU
     encoder = load_encoder(checkpoint, cfg, which).to(device)
     memory_loader, query_loader = build_eval_loaders(cfg, device)
     return knn_top1(encoder, memory_loader, query_loader, num_classes(cfg), device, cfg.KNN.K, cfg.KNN.TEMPERATURE)

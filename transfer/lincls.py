@@ -49,7 +49,7 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import ConfigError, config_from_yaml_text, resolve_config_path
 from pretrain.data import build_eval_datasets, num_classes
-from pretrain.engine import MetricsWriter, progress_bar, resolve_device, seed_everything, setup_logging
+from pretrain.engine import MetricsWriter, progress_bar, seed_everything, setup_logging
 from pretrain.errors import first_line
 from pretrain.evaluate import load_encoder, make_loader, process_share
 from pretrain.paths import ensure_output_dir
@@ -219,7 +219,7 @@ class LinearEvaluator:
         checkpoint = load_checkpoint(checkpoint_path)
         self.pretrain_cfg = pcfg = pretrain_config_of(checkpoint, cfg)
         self.output_dir = cfg.OUTPUT_DIR or default_output_dir(checkpoint_path, cfg_path, which)
-        self.device = resolve_device(cfg.DEVICE)
+        self.device = comm.resolve_device(cfg.DEVICE)
         resume_path = self._prepare_output_dir(resume)
         setup_logging(self.output_dir, self.is_main)
         seed_everything(cfg.SEED)
