@@ -139,3 +139,30 @@ def test_tensorboard_holds_every_training_scalar(tmp_path):
     assert {f"pretrain/{name}" for name in wanted} <= tags, tags
     grad_norms = [event.value for event in events.Scalars("pretrain/grad_norm")]
     assert len(grad_norms) == 3 and all(value > 0 for value in grad_norms)
+
+
+def test_compile_switch_compiles_both_networks_and_keeps_checkpoint_keys(tmp_path, monkeypatch):
+    """MODEL.COMPILE runs the step through torch.compile; parameter names (and so checkpoints) do not change.
+
+    Dynamo traces with its "eager" backend here: the graph capture is what the engine controls, and it
+    takes seconds on a CPU, where inductor's code generation would take minutes (that part ran on a GPU:
+    docs/PERFORMANCE.md, --compile rows).
+    """
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def compile_eagerly(module, *args, **kwargs):
+        compiled.append(type(module).__name__)
+        return original(module, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
+    torch._dynamo.reset()
+    cfg = _short_run(tmp_path / "run", "MODEL.COMPILE", "True", "KNN.PERIOD", "0", "SOLVER.MAX_STEPS", "2")
+    trainer = Pretrainer(cfg)
+    assert sorted(compiled) == ["OnlineNetwork", "TargetNetwork"]
+    trainer.train()
+    saved = load_checkpoint(latest_checkpoint(cfg.OUTPUT_DIR))
+    plain = Pretrainer(_short_run(tmp_path / "plain", "KNN.PERIOD", "0"))
+    assert saved["model"].keys() == plain.checkpoint_dict()["model"].keys()
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _read_metrics(cfg.OUTPUT_DIR) if "loss" in r)
+    torch._dynamo.reset()
