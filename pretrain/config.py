@@ -28,8 +28,8 @@ _C = CN()
 _C.METHOD = CN()
 # Training mode: "msr" (default), "byol", "simsiam" or "simsiam_msr" (SimSiam + MSR).
 _C.METHOD.NAME = "msr"
-# Views seen by the target branch for byol/simsiam: "AW" (aggressive online, weak target) or "AA".
-_C.METHOD.VIEWS = "AW"
+# byol/simsiam views: "AA" 2 aggressive; "AW" 1 aggressive + 1 weak, independent crops (official BYOL-AW).
+_C.METHOD.VIEWS = "AA"
 
 _C.MSR = CN()
 # beta_base of eq. 6: weight of the aggressive-aggressive term (0.3 CIFAR, 0.4 larger data).
@@ -72,7 +72,7 @@ _C.MODEL.COMPILE = False
 # Data
 # ---------------------------------------------------------------------------------------------
 _C.DATA = CN()
-# Dataset: digits, cifar10, cifar100, stl10, tiny_imagenet, imagenet100 or imagenet.
+# Dataset: digits, fashion_mnist, cifar10, cifar100, stl10, tiny_imagenet, imagenet100 or imagenet.
 _C.DATA.NAME = "digits"
 # Folder that holds the dataset (relative paths are relative to the working directory).
 _C.DATA.ROOT = "datasets"
@@ -80,6 +80,8 @@ _C.DATA.ROOT = "datasets"
 _C.DATA.DOWNLOAD = False
 # Side of the square training crops in pixels (32 CIFAR, 64 STL-10/Tiny ImageNet, 224 ImageNet).
 _C.DATA.IMAGE_SIZE = 32
+# Side of kNN / linear-test images (0 = DATA.IMAGE_SIZE; 96 = STL-10's native size, as the official code).
+_C.DATA.EVAL_SIZE = 0
 # Per-channel mean used to normalise images (RGB, 0-1 scale).
 _C.DATA.MEAN = [0.485, 0.456, 0.406]
 # Per-channel standard deviation used to normalise images (RGB, 0-1 scale).
@@ -189,7 +191,7 @@ CHOICES = {
     "EMA.SCHEDULE": ("cosine", "constant"),
     "MODEL.BACKBONE": ("resnet18", "resnet34", "resnet50"),
     "MODEL.STEM": ("cifar", "imagenet"),
-    "DATA.NAME": ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet100", "imagenet"),
+    "DATA.NAME": ("digits", "fashion_mnist", "cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet100", "imagenet"),
     "SOLVER.OPTIMIZER": ("sgd", "lars"),
     "AUG.AGGRESSIVE_ON": ("cpu", "device"),
     "SOLVER.AMP": ("none", "fp16", "bf16"),
@@ -397,6 +399,8 @@ def validate(cfg: CN) -> None:
         (0 <= cfg.EMA.TAU_BASE <= 1, f"EMA.TAU_BASE must be in [0, 1], got {cfg.EMA.TAU_BASE}"),
         (cfg.MODEL.WIDTH > 0, f"MODEL.WIDTH must be > 0, got {cfg.MODEL.WIDTH}"),
         (cfg.DATA.IMAGE_SIZE >= 8, f"DATA.IMAGE_SIZE must be >= 8, got {cfg.DATA.IMAGE_SIZE}"),
+        (cfg.DATA.EVAL_SIZE == 0 or cfg.DATA.EVAL_SIZE >= 8,
+         f"DATA.EVAL_SIZE must be 0 (= DATA.IMAGE_SIZE) or >= 8, got {cfg.DATA.EVAL_SIZE}"),
         (len(cfg.DATA.MEAN) == 3 and len(cfg.DATA.STD) == 3 and min(cfg.DATA.STD) > 0,
          f"DATA.MEAN and DATA.STD need 3 values (RGB), STD > 0; got {cfg.DATA.MEAN}, {cfg.DATA.STD}"),
         (len(aug.CROP_SCALE) == 2 and 0 < aug.CROP_SCALE[0] <= aug.CROP_SCALE[1] <= 1,

@@ -6,6 +6,9 @@ is -1 for unlabeled images (STL-10's unlabeled split). Supported names:
 - ``digits``: scikit-learn's embedded ``load_digits`` (no download, always available), 1797
   8x8 grayscale digits upsampled to 32x32 RGB so crops act at CIFAR scale. Fixed stratified
   split (25 % test, ``random_state=0``): 1347 train images, 450 test images.
+- ``fashion_mnist``: Fashion-MNIST's four IDX files (60000 train / 10000 test real 28x28 grayscale
+  images, 10 classes) from DATA.ROOT/fashion-mnist/ or Debian's ``dataset-fashion-mnist`` package,
+  see ``pretrain/fashion_mnist.py``; the transforms make them 3-channel and resize them.
 - ``cifar10``, ``cifar100``, ``stl10``: torchvision datasets under DATA.ROOT, downloaded only when
   DATA.DOWNLOAD is true. STL-10 pretrains on "train+unlabeled" (105000 images).
 - ``tiny_imagenet``: DATA.ROOT/tiny-imagenet-200 as unzipped from the official archive (flat
@@ -53,12 +56,12 @@ DIGITS_TRAIN_SIZE = DIGITS_NUM_IMAGES - DIGITS_TEST_SIZE  # 1347
 IMAGENET100_CLASS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources",
                                       "imagenet100_classes.txt")
 
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "tiny_imagenet": 200,
-               "imagenet100": 100, "imagenet": 1000}
+NUM_CLASSES = {"digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10,
+               "tiny_imagenet": 200, "imagenet100": 100, "imagenet": 1000}
 
 # Number of pretraining images per dataset, for --dry-run (no data is read).
-KNOWN_TRAIN_SIZES = {"digits": DIGITS_TRAIN_SIZE, "cifar10": 50000, "cifar100": 50000, "stl10": 105000,
-                     "tiny_imagenet": 100000, "imagenet100": 126689, "imagenet": 1281167}
+KNOWN_TRAIN_SIZES = {"digits": DIGITS_TRAIN_SIZE, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
+                     "stl10": 105000, "tiny_imagenet": 100000, "imagenet100": 126689, "imagenet": 1281167}
 
 FOLDER_DATASETS = ("tiny_imagenet", "imagenet100", "imagenet")
 TINY_DIR = "tiny-imagenet-200"
@@ -603,6 +606,9 @@ def build_pretrain_dataset(cfg, transform: Callable | None) -> Dataset:
     _check_config(cfg)
     if name == "digits":
         return DigitsDataset("train", transform)
+    if name == "fashion_mnist":
+        from .fashion_mnist import FashionMNIST
+        return FashionMNIST(cfg.DATA.ROOT, "train", transform)
     if name in _TORCHVISION_FOLDERS:
         return _torchvision_dataset(cfg, "train+unlabeled" if name == "stl10" else "train", transform)
     return _folder_split(cfg, "train", transform, class_names(cfg))
@@ -614,6 +620,9 @@ def build_eval_datasets(cfg, transform: Callable | None) -> tuple[Dataset, Datas
     _check_config(cfg)
     if name == "digits":
         return DigitsDataset("train", transform), DigitsDataset("test", transform)
+    if name == "fashion_mnist":
+        from .fashion_mnist import FashionMNIST
+        return FashionMNIST(cfg.DATA.ROOT, "train", transform), FashionMNIST(cfg.DATA.ROOT, "test", transform)
     if name in _TORCHVISION_FOLDERS:
         return _torchvision_dataset(cfg, "train", transform), _torchvision_dataset(cfg, "test", transform)
     return _folder_eval_datasets(cfg, transform)

@@ -107,7 +107,7 @@ def test_digits_items_through_pretrain_transform():
 
 
 def test_num_classes_without_data():
-    expected = {"digits": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "tiny_imagenet": 200,
+    expected = {"digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "tiny_imagenet": 200,
                 "imagenet100": 100, "imagenet": 1000}
     for name, count in expected.items():
         assert num_classes(_cfg(name, root="/nonexistent")) == count
