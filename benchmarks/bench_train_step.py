@@ -3,7 +3,9 @@
 Each method's state (online and target networks, optimizer, GradScaler, step settings) is built by
 ``pretrain.engine.Pretrainer`` from the same config and seed, so all three start from the same
 weights; ``pretrain.engine.train_step`` is then timed on fixed random views already on the device
-(4 views for MSR and BYOL "AW", 2 for BYOL "AA"). After ``--warmup`` steps per method, the methods
+(4 views for MSR, 2 for BYOL "AW" and "AA"; BYOL "AW" is the official code's: one aggressive and
+one weak view of independent crops; runs written before 2026-12-02 measured "AW" as aggressive
+online / weak target views, 4 views, which is MSR with beta 0). After ``--warmup`` steps per method, the methods
 take turns step by step (so drift affects them alike) and the median of ``--steps`` steps is
 reported, with the ratio MSR / BYOL (goal <= 1.02; the paper reports <= 1.095).
 
@@ -51,7 +53,7 @@ MSR_COST_UNITS = 8 / 3
 PAPER = 1.095
 METHODS = {  # label -> (overrides, number of views)
     "MSR": (["METHOD.NAME", "msr"], 4),
-    "BYOL AW": (["METHOD.NAME", "byol", "METHOD.VIEWS", "AW"], 4),
+    "BYOL AW": (["METHOD.NAME", "byol", "METHOD.VIEWS", "AW"], 2),
     "BYOL AA": (["METHOD.NAME", "byol", "METHOD.VIEWS", "AA"], 2),
 }
 

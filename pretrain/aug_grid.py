@@ -68,7 +68,7 @@ def pick_indices(num_available: int, num_images: int) -> list[int]:
 
 def _cpu_rows(cfg, originals: Sequence[Image.Image]) -> list[list[np.ndarray]]:
     """The CPU path of training: MultiStageViews gives (w1, w2, a1, a2) with a_k = t2(w_k)."""
-    views = MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), _as_array, return_weak=True)
+    views = MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), _as_array, layout="multi_stage")
     rows = []
     for image in originals:
         w1, w2, a1, a2 = views(image)

@@ -22,8 +22,13 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-# Methods whose target branch may also see aggressive views ("AA" ablation of Table 1).
-_METHODS_WITH_VIEW_CHOICE = ("byol", "simsiam")
+# What the loader delivers per image, by method (see :func:`view_layout`):
+# "multi_stage" (MSR, SimSiam + MSR): (w1, w2, a1, a2) with a_k = t2(w_k), two independent crops;
+# "aa" (BYOL / SimSiam, METHOD.VIEWS AA): (a1, a2), two independent fully aggressive views;
+# "aw" (BYOL / SimSiam, METHOD.VIEWS AW, the official code's BYOL-AW of Table 1): (a1, w2), two
+#   independent crops, the first fully aggressive (t2 of its own t1), the second weak (t1 only).
+VIEW_LAYOUTS = ("multi_stage", "aa", "aw")
+_MULTI_STAGE_METHODS = ("msr", "simsiam_msr")
 
 
 class GaussianBlur:
@@ -51,9 +56,20 @@ class GaussianBlur:
         return f"{self.__class__.__name__}(sigma_range={self.sigma_range})"
 
 
+class ToRGB:
+    """Any PIL image as RGB (grayscale data sets such as Fashion-MNIST); an RGB image is returned as is."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}()"
+
+
 def weak_transform(cfg) -> Callable[[Image.Image], Image.Image]:
-    """t1: random resized crop to DATA.IMAGE_SIZE and horizontal flip (PIL -> PIL)."""
+    """t1: random resized crop to DATA.IMAGE_SIZE and horizontal flip (PIL -> RGB PIL)."""
     return T.Compose([
+        ToRGB(),
         T.RandomResizedCrop(cfg.DATA.IMAGE_SIZE, scale=tuple(cfg.AUG.CROP_SCALE)),
         T.RandomHorizontalFlip(p=cfg.AUG.FLIP_PROB),
     ])
@@ -109,19 +125,21 @@ def to_normalized_tensor(cfg) -> Callable[[Image.Image], torch.Tensor]:
 
 
 class MultiStageViews:
-    """Turn one PIL image into the views of a training step.
+    """Turn one PIL image into the views of a training step, in the given layout (see VIEW_LAYOUTS).
 
-    For each of the two views independently: ``w = weak(img)`` then ``a = aggressive(w)``, so
-    an aggressive view is t2 of its own weak view (same crop and flip). Returns
-    ``(finish(w1), finish(w2), finish(a1), finish(a2))`` when ``return_weak`` is true, else
-    ``(finish(a1), finish(a2))`` (the BYOL/SimSiam "AA" ablation, which needs no weak views).
+    For each of the two views independently: ``w = weak(img)`` then ``a = aggressive(w)``, so an
+    aggressive view is t2 of its own weak view (same crop and flip), and the two views have
+    independent crops. Returns, each passed through ``finish``: ``(w1, w2, a1, a2)`` for
+    "multi_stage", ``(a1, a2)`` for "aa" and ``(a1, w2)`` for "aw".
     """
 
-    def __init__(self, weak: Callable, aggressive: Callable, finish: Callable, return_weak: bool = True):
+    def __init__(self, weak: Callable, aggressive: Callable, finish: Callable, layout: str = "multi_stage"):
+        if layout not in VIEW_LAYOUTS:
+            raise ValueError(f"layout must be one of {VIEW_LAYOUTS}, got {layout!r}")
         self.weak = weak
         self.aggressive = aggressive
         self.finish = finish
-        self.return_weak = bool(return_weak)
+        self.layout = layout
 
     def _pair(self, img: Image.Image) -> Tuple[Image.Image, Image.Image]:
         """One weak view and the aggressive view made from it."""
@@ -130,12 +148,15 @@ class MultiStageViews:
 
     def __call__(self, img: Image.Image) -> tuple:
         w1, a1 = self._pair(img)
-        w2, a2 = self._pair(img)
-        views = (w1, w2, a1, a2) if self.return_weak else (a1, a2)
+        if self.layout == "aw":  # the second view stays weak: no t2 drawn for it
+            views = (a1, self.weak(img))
+        else:
+            w2, a2 = self._pair(img)
+            views = (w1, w2, a1, a2) if self.layout == "multi_stage" else (a1, a2)
         return tuple(self.finish(view) for view in views)
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(return_weak={self.return_weak},\n  weak={self.weak},\n"
+        return (f"{self.__class__.__name__}(layout={self.layout},\n  weak={self.weak},\n"
                 f"  aggressive={self.aggressive},\n  finish={self.finish})")
 
 
@@ -198,6 +219,7 @@ class WeakViewsUint8:
         """One weak view of ``img`` as a (C, H, W) uint8 tensor."""
         draws = torch.rand(4 * CROP_ATTEMPTS + 1).tolist()
         top, left, h, w = sample_crop_box(img.width, img.height, self.scale, draws)
+        img = img if img.mode == "RGB" else img.convert("RGB")
         pixels = np.asarray(img.crop((left, top, left + w, top + h)).resize((self.size, self.size),
                                                                             Image.BILINEAR))
         return chw_tensor(pixels[:, ::-1] if draws[-1] < self.flip_prob else pixels)
@@ -209,30 +231,33 @@ class WeakViewsUint8:
         return f"{self.__class__.__name__}(size={self.size}, scale={self.scale}, flip_prob={self.flip_prob})"
 
 
-def needs_weak_views(cfg) -> bool:
-    """False only for BYOL/SimSiam with aggressive views on both branches (METHOD.VIEWS "AA")."""
-    return not (cfg.METHOD.NAME in _METHODS_WITH_VIEW_CHOICE and cfg.METHOD.VIEWS == "AA")
+def view_layout(cfg) -> str:
+    """The views the configured method trains on (see VIEW_LAYOUTS): METHOD.VIEWS matters only for byol/simsiam."""
+    if cfg.METHOD.NAME in _MULTI_STAGE_METHODS:
+        return "multi_stage"
+    return "aa" if cfg.METHOD.VIEWS == "AA" else "aw"
 
 
 def build_pretrain_transform(cfg) -> Union[MultiStageViews, WeakViewsUint8]:
     """The training transform of the configured method.
 
-    ``AUG.AGGRESSIVE_ON "cpu"``: normalised float views, 4 (w1, w2, a1, a2) or 2 (a1, a2) for
-    BYOL/SimSiam "AA". ``"device"``: always the two weak views as uint8 tensors (w1, w2)
-    (:class:`WeakViewsUint8`); the engine makes the aggressive views on the device.
+    ``AUG.AGGRESSIVE_ON "cpu"``: normalised float views in the method's layout (:func:`view_layout`).
+    ``"device"``: always the two weak views as uint8 tensors (w1, w2) (:class:`WeakViewsUint8`); the
+    engine makes the aggressive views on the device and arranges them in the same layout.
     """
     if cfg.AUG.AGGRESSIVE_ON == "device":
         return WeakViewsUint8.from_config(cfg)
     return MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), to_normalized_tensor(cfg),
-                           return_weak=needs_weak_views(cfg))
+                           layout=view_layout(cfg))
 
 
 def eval_transform(cfg) -> Callable[[Image.Image], torch.Tensor]:
-    """Deterministic resize + centre crop for kNN and linear evaluation.
+    """Deterministic resize + centre crop for kNN and linear evaluation, at DATA.EVAL_SIZE (0: DATA.IMAGE_SIZE).
 
     ImageNet-sized inputs (>= 128 px) follow the usual 256/224 resize ratio before the centre
-    crop; small inputs are resized straight to the crop size (for 32 px CIFAR this is a no-op).
+    crop; small inputs are resized straight to the crop size, which is a no-op at the native size
+    (32 px CIFAR; STL-10 at EVAL_SIZE 96, as the official code evaluates it).
     """
-    size = cfg.DATA.IMAGE_SIZE
+    size = cfg.DATA.EVAL_SIZE or cfg.DATA.IMAGE_SIZE
     resize = round(size * 256 / 224) if size >= 128 else size
-    return T.Compose([T.Resize(resize), T.CenterCrop(size), to_normalized_tensor(cfg)])
+    return T.Compose([ToRGB(), T.Resize(resize), T.CenterCrop(size), to_normalized_tensor(cfg)])

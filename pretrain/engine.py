@@ -1,8 +1,20 @@
 """The pretraining run: setup (``Pretrainer``), one optimizer step (``train_step``), the epoch loop.
 
-Step counting: ``state.step`` is the number of optimizer steps taken. The step about to be taken,
-k = state.step, uses lr_at(k) and beta_at(k); after it, the target is updated with tau_at(k + 1)
-(the public MSR code updates the target once per step with k starting at 1).
+Step counting: ``state.step`` is the number of optimizer steps taken. The j-th step (j = 1, 2, ...)
+is taken with state.step = j - 1 and uses lr_at(j - 1) and beta_at(j - 1); right after it,
+state.step = j and the target folds in the new online weights with tau_at(j).
+
+The official code (methods/BYOL.py ``update_target`` and methods/RSA.py ``rsa_loss``) counts one
+ahead: at the top of the j-th forward pass it sets num_step = j, folds the online weights of step
+j - 1 into the target with tau(j), then computes the loss with beta(j). So, for the same online
+weights, its EMA uses tau(j + 1) where ours uses tau(j), and its j-th loss uses beta(j) where ours
+uses beta(j - 1); its target is also updated before the loss rather than after the step, which is
+the same sequence of updates shifted by one (its first update folds in the untrained weights, a
+no-op, and the update after the last step never happens). Both shifts are one step of a cosine
+over K steps: |tau(j + 1) - tau(j)| <= pi (1 - tau_base) / (2K) and |beta(j) - beta(j - 1)| <=
+pi beta_base / (2K), 4e-7 and 1.6e-5 for CIFAR-10's 200 epochs (K = 39000), so they are
+immaterial at paper scale (docs/FIDELITY.md). The official small-data lr is also per epoch (a
+staircase cosine, train_single.py ``adjust_learning_rate``); ours is per step.
 
 Skipped steps (fp16): when the grad scaler finds inf/NaN gradients it skips the optimizer update;
 such a step is not counted. ``state.step`` does not advance, so lr, beta and tau stay where they were,
@@ -31,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from . import distributed as comm
-from .augment import build_pretrain_transform, needs_weak_views
+from .augment import build_pretrain_transform, view_layout
 from .checkpoint import (
     CHECKPOINT_KIND,
     FORMAT_VERSION,
@@ -101,7 +113,7 @@ class StepSettings:
     channels_last: bool
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     device_augment: Optional[torch.nn.Module] = None  # t2 on the device (AUG.AGGRESSIVE_ON device)
-    weak_views: bool = True  # whether the target branch sees weak views (False for BYOL/SimSiam "AA")
+    layout: str = "multi_stage"  # the views of the method (pretrain.augment.VIEW_LAYOUTS)
 
 
 def seed_everything(seed: int) -> None:
@@ -138,16 +150,45 @@ def _share_cpu_with_loader(num_workers: int) -> None:
 
 
 def prepare_views(views: Iterable[torch.Tensor], s: StepSettings) -> list:
-    """The step's input views on the device: (weak1, weak2, aggressive1, aggressive2) or (aggressive1, aggressive2).
+    """The step's input views on the device: (weak1, weak2, aggressive1, aggressive2) for the multi-stage
+    layout, else the two views (view1, view2) of the two-view layouts ("aa", "aw").
 
     With t2 on the device the loader delivers the two weak views as uint8; the aggressive views are
     made from them here, batched, each image with its own random parameters.
     """
     views = [v.to(s.device, non_blocking=True) for v in views]
     if s.device_augment is not None:
-        aggressive = [s.device_augment(w) for w in views]
-        views = ([s.device_augment.normalize(w) for w in views] if s.weak_views else []) + aggressive
+        augment, normalize = s.device_augment, s.device_augment.normalize
+        w1, w2 = views
+        if s.layout == "multi_stage":
+            views = [normalize(w1), normalize(w2), augment(w1), augment(w2)]
+        elif s.layout == "aa":
+            views = [augment(w1), augment(w2)]
+        else:  # "aw": the first view aggressive, the second stays weak
+            views = [augment(w1), normalize(w2)]
     return [v.contiguous(memory_format=torch.channels_last) if s.channels_last else v for v in views]
+
+
+def _predictions_and_targets(state: TrainState, views: list) -> tuple:
+    """(q1, q2, z1, z2) of eq. 5 for the multi-stage layout, or of BYOL's / SimSiam's symmetric loss.
+
+    Multi-stage (4 views): q from the aggressive views, z from the weak views (EMA target, or the
+    online projections under stop-gradient for SimSiam + MSR). Two views: q and z of the same two
+    views (EMA target, or for SimSiam the online projections under stop-gradient), so the loss
+    pairs q1 with z2 and q2 with z1, each view against the other.
+    """
+    online_in = views[-2:]
+    target_in = views[:2]  # the weak views (4 views), or the same two views
+    p1, q1 = state.online(online_in[0])
+    p2, q2 = state.online(online_in[1])
+    with torch.no_grad():
+        if state.target is not None:  # BYOL / MSR: the EMA target
+            z1, z2 = state.target(target_in[0]), state.target(target_in[1])
+        elif len(views) == 4:  # SimSiam + MSR: online projections of the weak views
+            z1, z2 = state.online(target_in[0])[0], state.online(target_in[1])[0]
+        else:  # SimSiam: the projections already computed, under stop-gradient
+            z1, z2 = p1.detach(), p2.detach()
+    return q1, q2, z1, z2
 
 
 def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings) -> Dict[str, float]:
@@ -160,21 +201,10 @@ def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
     beta = beta_at(k, s.total_steps, s.beta_base, s.beta_schedule) if s.uses_beta else 0.0
     set_lr(state.optimizer, lr)
     views = prepare_views(views, s)
-    aggressive1, aggressive2 = views[-2:]
-    weak1, weak2 = views[:2] if len(views) == 4 else (None, None)
 
     autocast = torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None)
     with autocast:
-        p1, q1 = state.online(aggressive1)
-        p2, q2 = state.online(aggressive2)
-        with torch.no_grad():
-            if state.target is not None:  # BYOL / MSR: EMA target on weak (or aggressive) views
-                z1 = state.target(weak1 if weak1 is not None else aggressive1)
-                z2 = state.target(weak2 if weak2 is not None else aggressive2)
-            elif weak1 is not None:  # SimSiam + MSR / SimSiam-AW: online projections of the weak views
-                z1, z2 = state.online(weak1)[0], state.online(weak2)[0]
-            else:  # SimSiam-AA: the projections already computed, under stop-gradient
-                z1, z2 = p1.detach(), p2.detach()
+        q1, q2, z1, z2 = _predictions_and_targets(state, views)
     weak_term, aggressive_term = msr_loss_parts(q1, q2, z1, z2, s.stop_grad_aa, s.distance)  # fp32
     loss = weighted_sum(weak_term, aggressive_term, beta)
     if not torch.isfinite(loss) and s.amp_dtype != torch.float16:
@@ -371,7 +401,7 @@ class Pretrainer:
             channels_last=cfg.MODEL.CHANNELS_LAST, device=self.device,
             device_augment=(DeviceAggressiveAugment.from_config(cfg).to(self.device)
                             if cfg.AUG.AGGRESSIVE_ON == "device" else None),
-            weak_views=needs_weak_views(cfg))
+            layout=view_layout(cfg))
 
     def _announce(self, online) -> None:
         cfg = self.cfg

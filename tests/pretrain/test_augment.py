@@ -17,6 +17,7 @@ from pretrain.augment import (
     eval_transform,
     sample_crop_box,
     to_normalized_tensor,
+    view_layout,
     weak_transform,
 )
 from pretrain.config import get_default_config
@@ -40,9 +41,9 @@ def _identity(img):
     return img
 
 
-def _views_as_pil(cfg, return_weak=True):
+def _views_as_pil(cfg, layout="multi_stage"):
     """MultiStageViews whose outputs stay PIL images, to compare views pixel by pixel."""
-    return MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), _identity, return_weak)
+    return MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), _identity, layout)
 
 
 def _same(a, b):
@@ -59,7 +60,7 @@ def test_pretrain_views_shapes_and_dtypes():
 
 @pytest.mark.parametrize("method,views,expected", [
     ("msr", "AA", 4), ("msr", "AW", 4), ("simsiam_msr", "AA", 4),
-    ("byol", "AW", 4), ("byol", "AA", 2), ("simsiam", "AA", 2), ("simsiam", "AW", 4),
+    ("byol", "AW", 2), ("byol", "AA", 2), ("simsiam", "AA", 2), ("simsiam", "AW", 2),
 ])
 def test_number_of_views_follows_method(method, views, expected):
     cfg = _cfg()
@@ -68,14 +69,36 @@ def test_number_of_views_follows_method(method, views, expected):
     assert len(build_pretrain_transform(cfg)(_image())) == expected
 
 
-def test_return_weak_false_gives_the_two_aggressive_views():
+def test_aa_layout_gives_the_two_aggressive_views():
     cfg = _cfg(GRAY_PROB=1.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
     torch.manual_seed(3)
-    both = _views_as_pil(cfg, True)(_image())
+    both = _views_as_pil(cfg, "multi_stage")(_image())
     torch.manual_seed(3)
-    aggressive_only = _views_as_pil(cfg, False)(_image())
+    aggressive_only = _views_as_pil(cfg, "aa")(_image())
     assert len(aggressive_only) == 2
     assert _same(aggressive_only[0], both[2]) and _same(aggressive_only[1], both[3])
+
+
+def test_aw_layout_is_one_aggressive_and_one_weak_view_of_independent_crops():
+    """The official BYOL-AW (TwoCropsTransform(aggressive, weak)): view 1 is t2(t1(x)), view 2 is t1'(x) alone."""
+    cfg = _cfg(GRAY_PROB=1.0, JITTER_PROB=0.0, BLUR_PROB=0.0)
+    torch.manual_seed(3)
+    w1, w2, a1, _ = _views_as_pil(cfg, "multi_stage")(_image())
+    torch.manual_seed(3)
+    aggressive, weak = _views_as_pil(cfg, "aw")(_image())
+    assert _same(aggressive, a1) and _same(aggressive, F.rgb_to_grayscale(w1, num_output_channels=3))
+    assert _same(weak, w2)  # the same draw as the multi-stage second weak view: t1 only, its own crop
+    assert not _same(weak, w1) and not _same(F.rgb_to_grayscale(weak, num_output_channels=3), aggressive)
+
+
+def test_view_layout_follows_method_and_views():
+    cfg = _cfg()
+    for method, views, expected in [("msr", "AA", "multi_stage"), ("msr", "AW", "multi_stage"),
+                                    ("simsiam_msr", "AW", "multi_stage"), ("byol", "AA", "aa"),
+                                    ("byol", "AW", "aw"), ("simsiam", "AA", "aa"), ("simsiam", "AW", "aw")]:
+        cfg.METHOD.NAME, cfg.METHOD.VIEWS = method, views
+        assert view_layout(cfg) == expected, (method, views)
+    assert get_default_config().METHOD.VIEWS == "AA"  # METHOD.NAME byol alone is standard BYOL
 
 
 def test_aggressive_view_is_grayscale_of_its_own_weak_view():
@@ -188,6 +211,30 @@ def test_eval_transform_is_identity_resize_at_32px():
     cfg = _cfg()
     img = _image(32, 32)
     assert torch.allclose(eval_transform(cfg)(img), to_normalized_tensor(cfg)(img))
+
+
+def test_eval_size_keeps_stl10_at_its_native_96px():
+    cfg = _cfg()
+    cfg.DATA.IMAGE_SIZE, cfg.DATA.EVAL_SIZE = 64, 96
+    img = _image(96, 96)
+    out = eval_transform(cfg)(img)
+    assert out.shape == (3, 96, 96) and torch.allclose(out, to_normalized_tensor(cfg)(img))
+    cfg.DATA.EVAL_SIZE = 0
+    assert eval_transform(cfg)(img).shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("aggressive_on", ["cpu", "device"])
+def test_grayscale_28px_images_become_3_channel_32px_views(aggressive_on):
+    """Fashion-MNIST items are 28x28 mode-L images: every transform makes them RGB at the crop size."""
+    cfg = _cfg(AGGRESSIVE_ON=aggressive_on)
+    gray = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(28, 28), dtype=np.uint8))
+    torch.manual_seed(0)
+    for view in build_pretrain_transform(cfg)(gray):
+        assert view.shape == (3, 32, 32)
+        if view.dtype == torch.uint8:  # device mode: the raw weak views, gray in all three channels
+            assert torch.equal(view[0], view[1]) and torch.equal(view[1], view[2])
+    evaluated = eval_transform(cfg)(gray)
+    assert evaluated.shape == (3, 32, 32)
 
 
 # -- AUG.AGGRESSIVE_ON "device": the loader sends only the two weak views, as uint8 ---------------

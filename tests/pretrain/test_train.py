@@ -42,6 +42,8 @@ def _short_run(output_dir, *opts):
     ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "SOLVER.AMP", "fp16"),
     ("METHOD.NAME", "msr", "AUG.AGGRESSIVE_ON", "device"),
     ("METHOD.NAME", "byol", "METHOD.VIEWS", "AA", "AUG.AGGRESSIVE_ON", "device"),
+    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "AUG.AGGRESSIVE_ON", "device"),
+    ("METHOD.NAME", "simsiam", "METHOD.VIEWS", "AW"),
 ])
 def test_every_mode_trains_and_logs(tmp_path, opts):
     cfg = _short_run(tmp_path / "run", *opts)
@@ -166,3 +168,31 @@ def test_compile_switch_compiles_both_networks_and_keeps_checkpoint_keys(tmp_pat
     assert saved["model"].keys() == plain.checkpoint_dict()["model"].keys()
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _read_metrics(cfg.OUTPUT_DIR) if "loss" in r)
     torch._dynamo.reset()
+
+
+def test_byol_aw_step_is_the_official_symmetric_byol_loss(tmp_path):
+    """BYOL-AW as methods/BYOL.py runs it: each view (aggressive, weak) through the online network,
+    matched to the EMA target's projection of the OTHER view, (2 - 2 cos) summed over the two pairs."""
+    from pretrain.engine import _predictions_and_targets
+    from pretrain.loss import msr_loss
+
+    cfg = tiny_config(tmp_path / "run", "METHOD.NAME", "byol", "METHOD.VIEWS", "AW")
+    trainer = Pretrainer(cfg)
+    assert trainer.settings.layout == "aw" and trainer.settings.uses_beta is False
+    views, _ = next(iter(trainer.train_loader))
+    assert len(views) == 2  # (aggressive, weak)
+    state = trainer.state
+    state.online.train(), state.target.train()
+    torch.manual_seed(0)
+    q1, q2, z1, z2 = _predictions_and_targets(state, list(views))
+    with torch.no_grad():
+        expected = {"q1": state.online(views[0])[1], "q2": state.online(views[1])[1],
+                    "z1": state.target(views[0]), "z2": state.target(views[1])}
+    for name, got in zip(("q1", "q2", "z1", "z2"), (q1, q2, z1, z2)):
+        assert torch.allclose(got, expected[name], atol=1e-6), name
+
+    def byol(p, z):
+        return (2 - 2 * torch.nn.functional.cosine_similarity(p, z, dim=1)).mean()
+
+    by_hand = byol(q1, z2) + byol(q2, z1)
+    assert torch.allclose(msr_loss(q1, q2, z1, z2, beta=0.0), by_hand, atol=1e-6)
