@@ -12,7 +12,7 @@ uses beta(j - 1); its target is also updated before the loss rather than after t
 the same sequence of updates shifted by one (its first update folds in the untrained weights, a
 no-op, and the update after the last step never happens). Both shifts are one step of a cosine
 over K steps: |tau(j + 1) - tau(j)| <= pi (1 - tau_base) / (2K) and |beta(j) - beta(j - 1)| <=
-pi beta_base / (2K), 4e-7 and 1.6e-5 for CIFAR-10's 200 epochs (K = 39000), so they are
+pi beta_base / (2K), 4e-7 and 1.2e-5 for CIFAR-10's 200 epochs (K = 39000, beta_base 0.3), so they are
 immaterial at paper scale (docs/FIDELITY.md). The official small-data lr is also per epoch (a
 staircase cosine, train_single.py ``adjust_learning_rate``); ours is per step.
 

@@ -62,13 +62,18 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        """torchvision's initialisation; optionally zero the last BN of each block (identity at start)."""
+        """torchvision's initialisation (the CIFAR stem's conv1 excepted, as in the official code); optionally
+        zero the last BN of each block (identity at start)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        if self.stem == "cifar":
+            # The official code swaps in the 3x3 conv1 after torchvision's init, so it keeps PyTorch's
+            # default Conv2d init (kaiming-uniform, a = sqrt 5); so does ours (docs/FIDELITY.md).
+            self.conv1.reset_parameters()
         if zero_init_residual:
             for module in self.modules():
                 if isinstance(module, Bottleneck):
