@@ -15,7 +15,7 @@ only t1 (:class:`WeakViewsUint8`) and the engine makes the aggressive views on t
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -251,13 +251,14 @@ def build_pretrain_transform(cfg) -> Union[MultiStageViews, WeakViewsUint8]:
                            layout=view_layout(cfg))
 
 
-def eval_transform(cfg) -> Callable[[Image.Image], torch.Tensor]:
-    """Deterministic resize + centre crop for kNN and linear evaluation, at DATA.EVAL_SIZE (0: DATA.IMAGE_SIZE).
+def eval_transform(cfg, size: Optional[int] = None) -> Callable[[Image.Image], torch.Tensor]:
+    """Deterministic resize + centre crop to ``size`` (default DATA.EVAL_SIZE, 0 meaning DATA.IMAGE_SIZE).
 
     ImageNet-sized inputs (>= 128 px) follow the usual 256/224 resize ratio before the centre
     crop; small inputs are resized straight to the crop size, which is a no-op at the native size
-    (32 px CIFAR; STL-10 at EVAL_SIZE 96, as the official code evaluates it).
+    (32 px CIFAR; STL-10 at EVAL_SIZE 96, as the official kNN monitor sees it). Linear evaluation
+    passes DATA.IMAGE_SIZE: its classifier trains on crops of that size.
     """
-    size = cfg.DATA.EVAL_SIZE or cfg.DATA.IMAGE_SIZE
+    size = size or cfg.DATA.EVAL_SIZE or cfg.DATA.IMAGE_SIZE
     resize = round(size * 256 / 224) if size >= 128 else size
     return T.Compose([ToRGB(), T.Resize(resize), T.CenterCrop(size), to_normalized_tensor(cfg)])

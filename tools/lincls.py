@@ -4,10 +4,11 @@
     python tools/lincls.py CHECKPOINT [--cfg moco_v2.yaml] [--resume] [--which online|target] [KEY VALUE ...]
     torchrun --nproc_per_node 8 tools/lincls.py CHECKPOINT ...      # several GPUs (global LINCLS.BATCH_SIZE)
 
---cfg takes a bare name from configs/lincls/ (moco_v2.yaml, mean_shift.yaml, digits.yaml) or a path.
-Data set, image size and backbone come from the config saved in the checkpoint; DATA.ROOT and
-DATA.NUM_WORKERS overrides change where and how the data is read. Results go to OUTPUT_DIR
-(default <checkpoint dir>/lincls_<cfg name>_<step>).
+--cfg takes a bare name from configs/lincls/ (moco_v2.yaml, rsa_official.yaml, mean_shift.yaml, digits.yaml,
+fashion_mnist.yaml) or a path. Data set, image size and backbone come from the config saved in the checkpoint;
+DATA.ROOT and DATA.NUM_WORKERS overrides change where and how the data is read. Results go to OUTPUT_DIR
+(default <checkpoint dir>/lincls_<cfg name>_<step>). The printed top-1 / top-5 are those of the last epoch,
+the result; the best epoch's top-1 is printed too, labelled as selected on the test set.
 """
 
 import argparse
@@ -21,13 +22,14 @@ from pretrain.cli import add_common_arguments, parse_tool_args, run_main  # noqa
 
 def main(args: argparse.Namespace) -> int:
     from pretrain import distributed as comm
-    from transfer.lincls import run_linear_eval
+    from transfer.lincls import describe_best, run_linear_eval
 
     with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
         result = run_linear_eval(args.checkpoint, args.cfg, args.opts, args.which, args.resume)
-    if info.rank == 0:
-        print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  "
-              f"(best top-1 {result['best_top1']:.2f}, {result['epochs']} epochs)  results in {result['output_dir']}")
+    if info.rank == 0:  # the last epoch's accuracy is the result; the best epoch is chosen on the test set
+        print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  (last of "
+              f"{result['epochs']} epochs)  |  {describe_best(result['best_top1'], result['best_epoch'])}  "
+              f"results in {result['output_dir']}")
     return 0
 
 

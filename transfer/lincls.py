@@ -1,24 +1,42 @@
 """Linear evaluation of a pretrained encoder: a linear classifier on frozen, globally pooled features.
 
 The encoder of a pretraining checkpoint (online by default, or the EMA target) is frozen: its
-parameters get no gradient and it stays in eval mode, so BatchNorm uses (and never updates) its
-running statistics. Only a linear layer is trained, with SGD and a step learning-rate schedule.
-The data set, image size, normalisation and backbone come from the pretraining config saved in
-the checkpoint; the protocol (epochs, lr, milestones, feature normalisation, ...) from a
-``configs/lincls/`` file, see transfer/lincls_config.py.
+parameters get no gradient and never change. Only a linear layer is trained, with SGD (optionally
+Nesterov) and a step learning-rate schedule; it is initialised as in MoCo and in the official MSR
+eval_single.py, weights N(0, 0.01) and zero bias. The data set, image size, normalisation and
+backbone come from the pretraining config saved in the checkpoint; the protocol (epochs, lr,
+milestones, feature normalisation, ...) from a ``configs/lincls/`` file, see transfer/lincls_config.py.
 
-- Test features never depend on the classifier, so they are extracted once (eval transform) and
-  every epoch is evaluated on them (top-1 and top-5 on the held-out split).
-- ``LINCLS.CACHED_FEATURES``: training features are also extracted once, with the eval transform,
-  and the classifier trains on the cached tensors: much faster, but without training augmentation.
+- ``LINCLS.ENCODER_BN eval`` (default, MoCo v2 protocol): the encoder stays in eval mode, so BatchNorm
+  uses (and never updates) the checkpoint's running statistics. Test features then never depend on
+  the classifier: they are extracted once and every epoch is evaluated on them.
+- ``LINCLS.ENCODER_BN train`` (the official small-data protocol, ``configs/lincls/rsa_official.yaml``):
+  during the classifier's training batches the encoder is in train mode, so its BatchNorm layers
+  normalise with batch statistics and their running statistics move; the test pass is in eval mode
+  with those moved statistics, so test features are re-extracted after every epoch. The running
+  statistics are part of the evaluation state (saved in the checkpoint, restored on resume). With
+  several processes each normalises its own part of the batch (no SyncBN) and the running statistics
+  are averaged over the processes at the end of every epoch, so all processes test with the same
+  statistics and rank 0's, which are saved, are everyone's. Incompatible with cached features; the
+  l2_standardize statistics (below) are computed once, with the checkpoint's running statistics.
+- ``LINCLS.CACHED_FEATURES``: training features are also extracted once, without augmentation, and
+  the classifier trains on the cached tensors: much faster, but without training augmentation.
+- ``LINCLS.TEST_RESIZE``: the test transform is the pretraining eval transform (resize + centre crop,
+  default) or, when False, a centre crop of the native image only (eval_single.py). The same transform
+  makes the cached and the standardisation features.
 - ``LINCLS.FEATURE_NORM l2_standardize`` (Mean Shift protocol): features are L2-normalised, then
   standardised with the per-dimension mean and (population) std of the L2-normalised training
   features, computed once without augmentation (eps 1e-5 added to the variance, as in BatchNorm);
   the same statistics apply to train and test.
   They are buffers of the classifier module, so they are saved with it.
+- Reporting: THE result is the top-1 (and top-5) after the last epoch. The best epoch's top-1 and its
+  epoch number are reported too, labelled "selected on the test set": choosing the epoch on the test
+  split (as eval_single.py does) is optimistic and not a held-out result.
 - Every epoch writes ``lincls_checkpoint.pth`` atomically (classifier, optimizer, scheduler, epoch,
-  best and last accuracy, RNG); ``resume=True`` continues it. Each epoch's shuffling and
-  augmentation are seeded from (SEED, epoch), so a resumed run ends where an uninterrupted one does.
+  best and last accuracy, best epoch, encoder BN statistics in ENCODER_BN train, RNG); ``resume=True``
+  continues it. Each epoch's shuffling and augmentation are seeded from (SEED, epoch), so a resumed
+  run ends where an uninterrupted one does. Checkpoints of earlier versions (no best epoch) still load;
+  their best epoch is unknown (None) until a later epoch beats their best top-1.
 """
 
 from __future__ import annotations
@@ -32,12 +50,13 @@ from typing import Iterable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, RandomSampler
 from torchvision import transforms as T
 
 from pretrain import distributed as comm
-from pretrain.augment import eval_transform, to_normalized_tensor
+from pretrain.augment import ToRGB, eval_transform, to_normalized_tensor
 from pretrain.checkpoint import (
     LINCLS_KIND,
     CheckpointError,
@@ -58,8 +77,9 @@ from .lincls_config import CONFIG_DIR, load_lincls_config
 
 logger = logging.getLogger("pretrain.lincls")  # a child of the "pretrain" logger: same console and log.txt
 
-LINCLS_FORMAT_VERSION = 1
+LINCLS_FORMAT_VERSION = 1  # later keys (best_epoch, encoder_bn, encoder_buffers) are optional: no bump needed
 LINCLS_CHECKPOINT = "lincls_checkpoint.pth"
+BEST_SELECTION = "test set"  # what the best epoch is selected on: metrics.jsonl's "best_selected_on"
 _AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -69,7 +89,8 @@ _AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 class LinearClassifier(nn.Module):
     """Optional L2 + standardisation of the features (fixed buffers), then one linear layer.
 
-    The layer is initialised as in MoCo's linear evaluation: weights N(0, 0.01), zero bias.
+    The layer is initialised as in MoCo's linear evaluation and the official MSR eval_single.py:
+    weights N(0, 0.01), zero bias.
     """
 
     def __init__(self, in_dim: int, num_classes: int, feature_norm: str = "none"):
@@ -103,9 +124,10 @@ class LinearClassifier(nn.Module):
 
 
 def build_optimizer(head: nn.Module, cfg) -> Tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
-    """SGD over the classifier's parameters and the per-epoch step schedule (x GAMMA at each milestone)."""
+    """SGD (Nesterov if LINCLS.NESTEROV) over the classifier's parameters and the per-epoch step schedule."""
     lin = cfg.LINCLS
-    optimizer = torch.optim.SGD(head.parameters(), lr=lin.LR, momentum=lin.MOMENTUM, weight_decay=lin.WEIGHT_DECAY)
+    optimizer = torch.optim.SGD(head.parameters(), lr=lin.LR, momentum=lin.MOMENTUM, weight_decay=lin.WEIGHT_DECAY,
+                                nesterov=bool(lin.NESTEROV))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(lin.MILESTONES), gamma=lin.GAMMA)
     return optimizer, scheduler
 
@@ -120,19 +142,44 @@ def train_transform(pretrain_cfg, cfg):
     Shift). ``pad_crop``: resize + centre crop to IMAGE_SIZE, then a random crop of the image padded by
     LINCLS.CROP_PADDING + flip, the usual augmentation for 32 px data, where crops of 8 % of the
     image would leave a few pixels. ``auto`` takes pad_crop below 64 px, random_resized_crop above.
-    ``none`` is the eval transform.
+    ``none`` is the test transform.
     """
     size, lin = pretrain_cfg.DATA.IMAGE_SIZE, cfg.LINCLS
     kind = lin.TRAIN_AUG
     if kind == "auto":
         kind = "pad_crop" if size < 64 else "random_resized_crop"
     if kind == "none":
-        return eval_transform(pretrain_cfg)
+        return make_test_transform(pretrain_cfg, cfg)
     if kind == "pad_crop":
         steps = [T.Resize(size), T.CenterCrop(size), T.RandomCrop(size, padding=lin.CROP_PADDING)]
     else:
         steps = [T.RandomResizedCrop(size, scale=tuple(lin.CROP_SCALE))]
-    return T.Compose(steps + [T.RandomHorizontalFlip(p=lin.FLIP_PROB), to_normalized_tensor(pretrain_cfg)])
+    return T.Compose([ToRGB()] + steps + [T.RandomHorizontalFlip(p=lin.FLIP_PROB), to_normalized_tensor(pretrain_cfg)])
+
+
+def make_test_transform(pretrain_cfg, cfg):
+    """Deterministic transform of the test images (and of the cached / standardisation features).
+
+    LINCLS.TEST_RESIZE True: the pretraining eval transform at IMAGE_SIZE, the size the classifier trains
+    on (resize, then centre crop; DATA.EVAL_SIZE, e.g. STL-10's 96 px for the kNN monitor, is not used).
+    False: CenterCrop(IMAGE_SIZE) of the native image, no resize, as the official eval_single.py (for
+    STL-10 at 64 px that is the central 64 x 64 of the 96 px image, not the image shrunk to 64 px).
+    """
+    size = pretrain_cfg.DATA.IMAGE_SIZE
+    if cfg.LINCLS.TEST_RESIZE:
+        return eval_transform(pretrain_cfg, size=size)
+    return T.Compose([ToRGB(), T.CenterCrop(size), to_normalized_tensor(pretrain_cfg)])
+
+
+def describe_best(best_top1: float, best_epoch: Optional[int]) -> str:
+    """``best top-1 76.40 at epoch 93 (selected on the test set)``: the label every report uses for the best epoch."""
+    where = f"at epoch {best_epoch}" if best_epoch else "at an unknown epoch (checkpoint of an earlier version)"
+    return f"best top-1 {best_top1:.2f} {where} (selected on the {BEST_SELECTION})"
+
+
+def batchnorm_layers(module: nn.Module):
+    """The BatchNorm layers of ``module`` that keep running statistics."""
+    return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 class TransformedDataset(Dataset):
@@ -200,7 +247,9 @@ class LinearEvaluator:
     With several processes (torchrun / SLURM), each extracts the features of its share of the images
     and all of them gather the whole set in data-set order; every global batch of LINCLS.BATCH_SIZE is
     split across the processes and the classifier's gradients are averaged (DDP), each process's loss
-    being scaled so the average is the mean over the global batch, as with one process. Only the main
+    being scaled so the average is the mean over the global batch, as with one process. With
+    LINCLS.ENCODER_BN train, BatchNorm's batch statistics are those of each process's part of the batch
+    and the running statistics are averaged over the processes after every epoch. Only the main
     process logs and writes files.
     """
 
@@ -229,13 +278,16 @@ class LinearEvaluator:
         self.channels_last = bool(pcfg.MODEL.CHANNELS_LAST)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.encoder = self.encoder.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
+        self.bn_train = cfg.LINCLS.ENCODER_BN == "train"
         self.amp_dtype = _AMP_DTYPES[cfg.LINCLS.AMP]
         self.num_classes = num_classes(pcfg)
         self.head = LinearClassifier(self.encoder.out_dim, self.num_classes, cfg.LINCLS.FEATURE_NORM).to(self.device)
         self.optimizer, self.scheduler = build_optimizer(self.head, cfg)
         self.train_images, self.test_images = build_eval_datasets(pcfg, None)  # PIL images; transforms added below
+        self._check_no_single_image_batch()
         self.epoch = 0
         self.best_top1 = 0.0
+        self.best_epoch: Optional[int] = 0  # 0: no epoch yet; None: unknown (resumed from an earlier version)
         self.last = {}
         self._train_features = None
         self._test_features = None
@@ -244,8 +296,11 @@ class LinearEvaluator:
                     f"{len(self.train_images)} train / {len(self.test_images)} test images, "
                     f"{self.num_classes} classes, "
                     f"{cfg.LINCLS.EPOCHS} epochs, lr {cfg.LINCLS.LR:g}, milestones {list(cfg.LINCLS.MILESTONES)}, "
-                    f"wd {cfg.LINCLS.WEIGHT_DECAY:g}, features {cfg.LINCLS.FEATURE_NORM}, "
+                    f"wd {cfg.LINCLS.WEIGHT_DECAY:g}{', Nesterov' if cfg.LINCLS.NESTEROV else ''}, "
+                    f"features {cfg.LINCLS.FEATURE_NORM}, "
                     f"{'cached features (no training augmentation)' if cfg.LINCLS.CACHED_FEATURES else 'augmented'}, "
+                    f"encoder BatchNorm in {cfg.LINCLS.ENCODER_BN} mode while training, "
+                    f"test {'resize + ' if cfg.LINCLS.TEST_RESIZE else ''}centre crop, "
                     f"device {self.device}; output in {self.output_dir}")
         if resume_path:
             self.load(resume_path)
@@ -271,6 +326,23 @@ class LinearEvaluator:
         comm.barrier()
         return self.checkpoint_file if existing else None
 
+    def _check_no_single_image_batch(self) -> None:
+        """With BatchNorm in train mode, refuse an epoch whose last batch would give a process one image.
+
+        BatchNorm cannot take batch statistics over one image (torch raises deep inside the encoder when
+        the feature map is 1 x 1, and the statistics of one sample are meaningless otherwise).
+        """
+        lin = self.cfg.LINCLS
+        if not self.bn_train or lin.DROP_LAST:
+            return
+        per_process = -(-len(self.train_images) // self.world)  # DistributedSampler pads to equal shares
+        if per_process % (lin.BATCH_SIZE // self.world) == 1:
+            raise ConfigError(
+                f"LINCLS.ENCODER_BN train: the last training batch of every epoch would hold a single image per "
+                f"process ({len(self.train_images)} training images, LINCLS.BATCH_SIZE {lin.BATCH_SIZE}, "
+                f"{self.world} process(es)), and BatchNorm in train mode cannot normalise one image. "
+                f"Set LINCLS.DROP_LAST True, or choose another LINCLS.BATCH_SIZE.")
+
     def _write_output_dir(self) -> None:
         ensure_output_dir(self.output_dir, "OUTPUT_DIR of the linear evaluation")
         with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
@@ -289,13 +361,15 @@ class LinearEvaluator:
             return self.encoder(images).float()
 
     def _extract(self, dataset: Dataset, desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Features (CPU, float32) and labels of ``dataset`` with the eval transform, in data-set order.
+        """Features (CPU, float32) and labels of ``dataset`` with the test transform, in data-set order.
 
-        Each process encodes its share (every world-th image); the shares are gathered on all processes.
+        The encoder is in eval mode (BatchNorm with its current running statistics). Each process
+        encodes its share (every world-th image); the shares are gathered on all processes.
         """
         cfg = self.cfg
-        loader = make_loader(TransformedDataset(process_share(dataset), eval_transform(self.pretrain_cfg)),
-                             cfg.LINCLS.FEATURE_BATCH_SIZE, self.pretrain_cfg.DATA.NUM_WORKERS, self.device)
+        transform = make_test_transform(self.pretrain_cfg, cfg)
+        loader = make_loader(TransformedDataset(process_share(dataset), transform), cfg.LINCLS.FEATURE_BATCH_SIZE,
+                             self.pretrain_cfg.DATA.NUM_WORKERS, self.device)
         self.encoder.eval()
         feats, labels = [], []
         progress = progress_bar(len(loader), desc, cfg.PROGRESS_BAR and self.is_main)
@@ -326,6 +400,7 @@ class LinearEvaluator:
         return self._train_features
 
     def test_features(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Test features with the encoder's current running statistics (cached until they move)."""
         if self._test_features is None:
             self._test_features = self._extract(self.test_images, "test features")
         return self._test_features
@@ -342,13 +417,15 @@ class LinearEvaluator:
             feats, labels = self.train_features()
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
             chunks = order.split(batch_size)
+            if cfg.LINCLS.DROP_LAST and len(chunks[-1]) < batch_size:
+                chunks = chunks[:-1]
             return len(chunks), ((feats[idx[self.rank::self.world]], labels[idx[self.rank::self.world]], len(idx))
                                  for idx in chunks)
         dataset = TransformedDataset(self.train_images, train_transform(self.pretrain_cfg, cfg))
         sampler = (DistributedSampler(dataset, self.world, self.rank, shuffle=True, seed=seed) if self.world > 1
                    else RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)))
         loader = make_loader(dataset, batch_size // self.world, self.pretrain_cfg.DATA.NUM_WORKERS, self.device,
-                             sampler=sampler, seed=seed + self.rank)
+                             sampler=sampler, drop_last=cfg.LINCLS.DROP_LAST, seed=seed + self.rank)
         return len(loader), ((self._encode(images), torch.as_tensor(targets), len(targets) * self.world)
                              for images, targets in loader)
 
@@ -359,7 +436,7 @@ class LinearEvaluator:
         seed_everything(epoch_seed)  # main-process augmentation (DATA.NUM_WORKERS 0) depends only on (SEED, epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         total, batches = self._epoch_batches(epoch_seed)
-        self.encoder.eval()
+        self.encoder.train(self.bn_train)  # ENCODER_BN train: batch statistics, running statistics move
         self.head.train()
         progress = progress_bar(total, f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}",
                                 cfg.PROGRESS_BAR and self.is_main)
@@ -379,20 +456,43 @@ class LinearEvaluator:
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item() / self.world:.4f}")
         progress.close()
+        self.encoder.eval()
         loss_total, correct, seen = comm.all_reduce_sum(totals).tolist()
         self.scheduler.step()
         self.epoch += 1
+        if self.bn_train:
+            self._average_bn_statistics()
+            self._test_features = None  # the running statistics moved: the test features must be extracted again
         top1, top5 = self.evaluate()
-        self.best_top1 = max(self.best_top1, top1)
+        self._update_best(top1)
         self.last = {"top1": top1, "top5": top5}
         record = {"step": self.epoch, "epoch": self.epoch, "lr": lr, "train_loss": loss_total / max(seen, 1),
                   "train_top1": 100.0 * correct / max(seen, 1), "test_top1": top1, "test_top5": top5,
-                  "best_top1": self.best_top1, "epoch_time_s": time.perf_counter() - tic}
+                  "best_top1": self.best_top1, "best_epoch": self.best_epoch, "best_selected_on": BEST_SELECTION,
+                  "epoch_time_s": time.perf_counter() - tic}
         self.metrics.write(record)
         logger.info(f"lincls epoch {self.epoch}/{cfg.LINCLS.EPOCHS}: lr {lr:.4g} loss {record['train_loss']:.4f} "
                     f"train top-1 {record['train_top1']:.2f} | test top-1 {top1:.2f} top-5 {top5:.2f} "
-                    f"(best top-1 {self.best_top1:.2f}) [{record['epoch_time_s']:.1f} s]")
+                    f"| {describe_best(self.best_top1, self.best_epoch)} [{record['epoch_time_s']:.1f} s]")
         return record
+
+    def _update_best(self, top1: float) -> None:
+        """Best test top-1 so far and its epoch (the first epoch that reached it)."""
+        if top1 > self.best_top1 or self.best_epoch == 0:
+            self.best_top1, self.best_epoch = top1, self.epoch
+
+    @torch.no_grad()
+    def _average_bn_statistics(self) -> None:
+        """Running mean and variance of every BatchNorm layer averaged over the processes (no-op for one).
+
+        Each process's statistics moved with its own part of the batches; averaging them makes every
+        process test with the same statistics and makes the saved ones (rank 0's) everyone's.
+        """
+        if self.world == 1:
+            return
+        for layer in batchnorm_layers(self.encoder):
+            layer.running_mean.copy_(comm.all_reduce_mean(layer.running_mean))
+            layer.running_var.copy_(comm.all_reduce_mean(layer.running_var))
 
     @torch.no_grad()
     def evaluate(self) -> Tuple[float, float]:
@@ -412,11 +512,16 @@ class LinearEvaluator:
 
     # ----------------------------------------------------------------------------- checkpoints
     def checkpoint_dict(self) -> dict:
-        return {"kind": LINCLS_KIND, "format_version": LINCLS_FORMAT_VERSION, "head": self.head.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "epoch": self.epoch, "best_top1": self.best_top1, "last": dict(self.last),
-                "config": self.cfg.dump(), "pretrain_checkpoint": os.path.abspath(self.checkpoint_path),
-                "which": self.which, "rng": rng_states()}
+        """Everything a resumed run needs; with ENCODER_BN train also the encoder's (moved) BN buffers."""
+        state = {"kind": LINCLS_KIND, "format_version": LINCLS_FORMAT_VERSION, "head": self.head.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "epoch": self.epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
+                 "last": dict(self.last), "config": self.cfg.dump(),
+                 "pretrain_checkpoint": os.path.abspath(self.checkpoint_path), "which": self.which,
+                 "encoder_bn": self.cfg.LINCLS.ENCODER_BN, "rng": rng_states()}
+        if self.bn_train:
+            state["encoder_buffers"] = {name: buf.detach().clone() for name, buf in self.encoder.named_buffers()}
+        return state
 
     def save(self) -> str:
         if self.is_main:
@@ -436,11 +541,38 @@ class LinearEvaluator:
         except RuntimeError as err:
             raise CheckpointError(f"'{path}' holds a classifier that does not fit this encoder/data set "
                                   f"({first_line(err)}); choose another OUTPUT_DIR.") from None
+        self._check_same_bn_mode(path, state)
+        if self.bn_train:
+            self._load_encoder_buffers(path, state["encoder_buffers"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.best_top1, self.last = state["epoch"], state["best_top1"], dict(state["last"])
+        self.best_epoch = state.get("best_epoch")
         restore_rng_states(state["rng"])
         logger.info(f"Resumed linear evaluation from {path} after epoch {self.epoch}")
+        if self.best_epoch is None:
+            logger.warning(f"{path} was written by an earlier version that did not record the best epoch: the best "
+                           f"epoch is reported as unknown (None) unless a later epoch beats its best top-1 "
+                           f"{self.best_top1:.2f}.")
+
+    def _check_same_bn_mode(self, path: str, state: dict) -> None:
+        """A run must resume with the ENCODER_BN it started with (earlier versions only had eval)."""
+        saved = state.get("encoder_bn", "eval")
+        if saved != self.cfg.LINCLS.ENCODER_BN:
+            raise CheckpointError(
+                f"'{path}' is a linear evaluation with LINCLS.ENCODER_BN {saved}, but this run sets LINCLS.ENCODER_BN "
+                f"{self.cfg.LINCLS.ENCODER_BN}; resume with LINCLS.ENCODER_BN {saved}, or choose another OUTPUT_DIR "
+                f"to start a new evaluation.")
+
+    def _load_encoder_buffers(self, path: str, buffers: dict) -> None:
+        """Put the saved BatchNorm running statistics (and batch counters) back into the encoder."""
+        own = dict(self.encoder.named_buffers())
+        if set(buffers) != set(own) or any(buffers[k].shape != own[k].shape for k in own):
+            raise CheckpointError(f"'{path}' holds BatchNorm statistics that do not fit this encoder; it was made "
+                                  f"with another pretraining checkpoint. Choose another OUTPUT_DIR.")
+        with torch.no_grad():
+            for name, buf in own.items():
+                buf.copy_(buffers[name])
 
     # ------------------------------------------------------------------------------------- run
     def run(self) -> dict:
@@ -454,9 +586,10 @@ class LinearEvaluator:
             self.last = {"top1": top1, "top5": top5}
         self.metrics.close()
         result = {"top1": self.last["top1"], "top5": self.last["top5"], "best_top1": self.best_top1,
-                  "epochs": self.epoch, "output_dir": self.output_dir, "time_s": time.perf_counter() - tic}
-        logger.info(f"Linear evaluation done: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f} "
-                    f"(best top-1 {result['best_top1']:.2f}) after {self.epoch} epochs")
+                  "best_epoch": self.best_epoch, "best_selected_on": BEST_SELECTION, "epochs": self.epoch,
+                  "output_dir": self.output_dir, "time_s": time.perf_counter() - tic}
+        logger.info(f"Linear evaluation done after {self.epoch} epochs: top-1 {result['top1']:.2f}, top-5 "
+                    f"{result['top5']:.2f} (last epoch: the result); {describe_best(self.best_top1, self.best_epoch)}")
         return result
 
 
@@ -464,8 +597,11 @@ def run_linear_eval(checkpoint_path: str, cfg_name_or_path: Optional[str] = "moc
                     which: str = "online", resume: bool = False) -> dict:
     """Linear evaluation of a pretraining checkpoint with a protocol of configs/lincls/ (name or path).
 
-    Returns {"top1", "top5", "best_top1", "epochs", "output_dir", "time_s"} (accuracies in percent, on
-    the test split, after the last epoch). Raises ConfigError, CheckpointError, DatasetError or
-    FileExistsError (an OUTPUT_DIR holding an evaluation, without ``resume``) with a message for the user.
+    Returns {"top1", "top5", "best_top1", "best_epoch", "best_selected_on", "epochs", "output_dir", "time_s"}:
+    "top1" / "top5" (percent, on the test split, after the last epoch) are the result; "best_top1" is the
+    best epoch's top-1 and "best_epoch" its number (1-based; None when resumed from a checkpoint of an
+    earlier version that did not record it), selected on the test split ("best_selected_on": "test set"),
+    hence optimistic. Raises ConfigError, CheckpointError, DatasetError or FileExistsError (an OUTPUT_DIR
+    holding an evaluation, without ``resume``) with a message for the user.
     """
     return LinearEvaluator(checkpoint_path, cfg_name_or_path, opts, which, resume).run()

@@ -36,6 +36,8 @@ _C.LINCLS.BATCH_SIZE = 256
 _C.LINCLS.LR = 30.0
 # SGD momentum.
 _C.LINCLS.MOMENTUM = 0.9
+# Nesterov momentum in SGD (the official MSR eval_single.py uses it; MoCo v2 does not). Needs MOMENTUM > 0.
+_C.LINCLS.NESTEROV = False
 # Weight decay of the linear layer (MoCo v2 0, Mean Shift 1e-4).
 _C.LINCLS.WEIGHT_DECAY = 0.0
 # Epochs at which the learning rate is multiplied by LINCLS.GAMMA (step schedule).
@@ -46,6 +48,10 @@ _C.LINCLS.GAMMA = 0.1
 _C.LINCLS.FEATURE_NORM = "none"
 # Extract features once (eval transform, no augmentation) and train on the cached tensors; fast, drops train aug.
 _C.LINCLS.CACHED_FEATURES = False
+# Encoder BatchNorm while the classifier trains: "eval" (fixed stats, MoCo v2) or "train" (stats move, eval_single.py).
+_C.LINCLS.ENCODER_BN = "eval"
+# Drop each epoch's last, incomplete training batch (eval_single.py does).
+_C.LINCLS.DROP_LAST = False
 # Train augmentation: "auto" (pad_crop under 64 px, else random_resized_crop), random_resized_crop, pad_crop, none.
 _C.LINCLS.TRAIN_AUG = "auto"
 # Scale range of the random_resized_crop training augmentation (torchvision / MoCo default 0.08-1).
@@ -54,6 +60,8 @@ _C.LINCLS.CROP_SCALE = [0.08, 1.0]
 _C.LINCLS.CROP_PADDING = 4
 # Probability of the horizontal flip of the training augmentation.
 _C.LINCLS.FLIP_PROB = 0.5
+# Test transform: True = resize + centre crop (pretraining eval transform), False = CenterCrop only (eval_single.py).
+_C.LINCLS.TEST_RESIZE = True
 # Batch size of feature extraction (test features, cached features, standardisation statistics).
 _C.LINCLS.FEATURE_BATCH_SIZE = 256
 # Mixed precision of the frozen encoder's forward: "none", "fp16" or "bf16" (the classifier stays fp32).
@@ -77,6 +85,7 @@ _C.PROGRESS_BAR = True
 CHOICES = {
     "LINCLS.FEATURE_NORM": ("none", "l2_standardize"),
     "LINCLS.TRAIN_AUG": ("auto", "random_resized_crop", "pad_crop", "none"),
+    "LINCLS.ENCODER_BN": ("eval", "train"),
     "LINCLS.AMP": ("none", "fp16", "bf16"),
     "DEVICE": ("auto", "cpu", "cuda"),
 }
@@ -114,6 +123,13 @@ def validate(cfg: CN) -> None:
         (lin.FEATURE_BATCH_SIZE > 0, f"LINCLS.FEATURE_BATCH_SIZE must be > 0, got {lin.FEATURE_BATCH_SIZE}"),
         (lin.LR > 0, f"LINCLS.LR must be > 0, got {lin.LR}"),
         (lin.MOMENTUM >= 0, f"LINCLS.MOMENTUM must be >= 0, got {lin.MOMENTUM}"),
+        (lin.MOMENTUM > 0 or not lin.NESTEROV, f"LINCLS.NESTEROV True needs LINCLS.MOMENTUM > 0 (SGD's Nesterov "
+                                               f"momentum), got {lin.MOMENTUM}; set a momentum or NESTEROV False"),
+        (lin.ENCODER_BN == "eval" or not lin.CACHED_FEATURES,
+         "LINCLS.ENCODER_BN train cannot be combined with LINCLS.CACHED_FEATURES True: with BatchNorm in train mode "
+         "the features depend on the batch and the running statistics move every epoch, so they cannot be "
+         "extracted once. Set LINCLS.CACHED_FEATURES False (as configs/lincls/rsa_official.yaml does) or "
+         "LINCLS.ENCODER_BN eval"),
         (lin.WEIGHT_DECAY >= 0, f"LINCLS.WEIGHT_DECAY must be >= 0, got {lin.WEIGHT_DECAY}"),
         (0 < lin.GAMMA <= 1, f"LINCLS.GAMMA must be in (0, 1], got {lin.GAMMA}"),
         (all(isinstance(m, int) and m > 0 for m in milestones) and milestones == sorted(set(milestones)),
