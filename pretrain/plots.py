@@ -43,7 +43,7 @@ METRIC_TITLES = {
     "epoch_time_s": "epoch time (s)",
 }
 # Keys that are the x axis or bookkeeping, never a panel.
-NOT_METRICS = ("step", "epoch")
+NOT_METRICS = ("step", "epoch", "best_epoch")  # counters and labels, not curves
 # Series with at most this many points get markers (kNN and linear-evaluation curves are short).
 MARKER_MAX_POINTS = 50
 PANEL_COLUMNS = 3

@@ -144,6 +144,12 @@ def evil_latest_checkpoint(paths: dict, monkeypatch) -> None:
     shutil.copy(os.path.join(paths["tmp"], "evil.pth"), os.path.join(paths["tmp"], "run", "checkpoint_0000001.pth"))
 
 
+def no_fashion_mnist_package(paths: dict, monkeypatch) -> None:
+    """As on a machine without Debian's dataset-fashion-mnist (the fallback folder)."""
+    from pretrain import fashion_mnist
+    monkeypatch.setattr(fashion_mnist, "debian_folder", lambda: None)
+
+
 def finished_run(paths: dict, monkeypatch) -> None:
     """OUTPUT_DIR <tmp>/done holding a pretraining checkpoint."""
     os.makedirs(os.path.join(paths["tmp"], "done"))
@@ -207,9 +213,16 @@ CASES = [
     Case("cifar10-missing-without-download", "pretrain",
          (*PRETRAIN, "DATA.NAME", "cifar10", "DATA.ROOT", "<tmp>/empty"),
          ("Dataset 'cifar10'", "cifar-10-batches-py/", "DATA.DOWNLOAD True")),
+    Case("fashion-mnist-missing", "pretrain", (*PRETRAIN, "DATA.NAME", "fashion_mnist", "DATA.ROOT", "<tmp>/empty"),
+         ("Dataset 'fashion_mnist': the IDX files were not found", "<tmp>/empty/fashion-mnist",
+          "apt-get install -y dataset-fashion-mnist", "zalandoresearch/fashion-mnist", "point DATA.ROOT"),
+         prepare=no_fashion_mnist_package),
     # ---- missing checkpoints
     Case("knn-missing-checkpoint", "knn", ("<tmp>/nope.pth", *KNN),
          ("Checkpoint '<tmp>/nope.pth' does not exist", "OUTPUT_DIR")),
+    Case("lincls-train-bn-with-cached-features", "lincls", ("<ckpt>", *LINCLS, "LINCLS.ENCODER_BN", "train"),
+         ("LINCLS.ENCODER_BN train cannot be combined with LINCLS.CACHED_FEATURES True",
+          "rsa_official.yaml")),
     Case("lincls-missing-checkpoint", "lincls", ("<tmp>/nope.pth", *LINCLS),
          ("Checkpoint '<tmp>/nope.pth' does not exist", "OUTPUT_DIR")),
     Case("convert-missing-checkpoint", "convert_to_d2", ("<tmp>/nope.pth", "<tmp>/out.pkl", "--no-verify"),
