@@ -25,6 +25,7 @@ setup(
         "Pillow>=9.0",
         "matplotlib>=3.5",
         "pycocotools>=2.0.2",
+        "submitit>=1.4",
     ],
     extras_require={"test": ["pytest>=7.0"]},
 )
