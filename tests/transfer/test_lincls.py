@@ -187,7 +187,7 @@ def test_small_images_use_a_padded_crop_and_large_ones_a_random_resized_crop(che
     pretrain_cfg.defrost()
     pretrain_cfg.DATA.IMAGE_SIZE = 224
     names = [type(t).__name__ for t in train_transform(pretrain_cfg, load_lincls_config("mean_shift.yaml")).transforms]
-    assert names[0] == "RandomResizedCrop" and "RandomHorizontalFlip" in names
+    assert names[:2] == ["ToRGB", "RandomResizedCrop"] and "RandomHorizontalFlip" in names
 
 
 def test_test_transform_can_centre_crop_the_native_image(checkpoint):
