@@ -219,7 +219,7 @@ class WeakViewsUint8:
         """One weak view of ``img`` as a (C, H, W) uint8 tensor."""
         draws = torch.rand(4 * CROP_ATTEMPTS + 1).tolist()
         top, left, h, w = sample_crop_box(img.width, img.height, self.scale, draws)
-        img = img if img.mode == "RGB" else img.convert("RGB")
+        img = ToRGB()(img)
         pixels = np.asarray(img.crop((left, top, left + w, top + h)).resize((self.size, self.size),
                                                                             Image.BILINEAR))
         return chw_tensor(pixels[:, ::-1] if draws[-1] < self.flip_prob else pixels)

@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .data import DatasetError  # data.py imports this module lazily, so no cycle
+
 FOLDER = "fashion-mnist"  # sub-folder of DATA.ROOT looked at first
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 IMAGE_SIDE = 28
@@ -72,8 +74,6 @@ def find_files(root: str) -> tuple[str, dict[str, tuple[str, str]]]:
 
     A folder counts only when it holds all four files; otherwise the error says what is missing where.
     """
-    from .data import DatasetError
-
     own = os.path.join(root, FOLDER)
     searched = [own]
     folders = [own]
@@ -85,8 +85,7 @@ def find_files(root: str) -> tuple[str, dict[str, tuple[str, str]]]:
         found = {split: tuple(_file_in(folder, name) for name in pair) for split, pair in FILES.items()}
         if all(path for pair in found.values() for path in pair):
             return folder, found
-    missing = [name for name, path in zip((n for pair in FILES.values() for n in pair),
-                                          (_file_in(own, n) for pair in FILES.values() for n in pair)) if not path]
+    missing = [name for pair in FILES.values() for name in pair if not _file_in(own, name)]
     raise DatasetError(
         f"Dataset 'fashion_mnist': the IDX files were not found. Looked in {' and '.join(searched)}; missing "
         f"from {os.path.abspath(own)}: {', '.join(missing)}. {how_to_get(root)} If the files are elsewhere, "
@@ -95,8 +94,6 @@ def find_files(root: str) -> tuple[str, dict[str, tuple[str, str]]]:
 
 def _read_bytes(path: str) -> bytes:
     """The file's bytes, gunzipped when it is gzip data (by its magic, whatever its name)."""
-    from .data import DatasetError
-
     with open(path, "rb") as handle:
         raw = handle.read()
     if raw[:2] != GZIP_MAGIC:
@@ -115,8 +112,6 @@ def read_idx(path: str, expected_dims: int) -> np.ndarray:
     big-endian uint32 per dimension, then the data. Checked: the magic, the dimension count, and that
     the data is exactly as long as the shape says.
     """
-    from .data import DatasetError
-
     data = _read_bytes(path)
     problem = None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
@@ -140,8 +135,6 @@ def read_idx(path: str, expected_dims: int) -> np.ndarray:
 
 def load_split(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
     """(images N x 28 x 28 uint8, labels N int64) of one split, the two files checked against each other."""
-    from .data import DatasetError
-
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1)
     if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise DatasetError(f"{images_path} holds images of {images.shape[1]}x{images.shape[2]} pixels; Fashion-MNIST "

@@ -163,8 +163,8 @@ TABLES: Dict[int, Table] = {
 }
 
 # Linear top-1 (%) the paper reports for MSR, keyed by (table, row, DATA.NAME, SOLVER.EPOCHS). Source:
-# /work/shared/DESIGN.md section 3 ("Reported results to compare against", taken from the paper, arXiv
-# 2206.01999, NeurIPS 2022); 73.1 (ImageNet-1K, 200 epochs, ResNet-50) is also stated in the paper's
+# the project design notes (shared/DESIGN.md) section 3 ("Reported results to compare against", taken
+# from the paper, arXiv 2206.01999, NeurIPS 2022); 73.1 (ImageNet-1K, 200 epochs, ResNet-50) is also stated in the paper's
 # abstract (NeurIPS 2022 abstract page and the official repository's README). The full text of the paper's
 # Tables 1, 2 and 8 could not be read here, so no other number is given (and none is invented):
 # results.md says "paper numbers not available here" for everything else.
