@@ -13,6 +13,7 @@ The root gets results.json, results.md and knn_curves.png, rewritten after every
 
 --dry-run prints one command per run (--only runs), the references command and the collect command, for
 any scheduler. --launcher slurm submits one submitit job per run and waits (--no-wait: submit only).
+--export DIR collects, then copies the tables and each run's result.json, with relative paths, into DIR.
 Exit status: 0 done; 2 a problem with the inputs or a failed stage (message printed); 75 a stage stopped
 on SIGTERM / SIGUSR1 after saving (run the same command again).
 """
@@ -54,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="processes per run (torchrun --nproc_per_node) for pretraining, kNN and lincls")
     parser.add_argument("--only", choices=("runs", "references", "collect"), default=None,
                         help="one stage: the runs (no tables), the reference rows, or collecting the tables")
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="collect, then copy the tables and each run's result.json (no checkpoints) into DIR "
+                             "with the machine's paths made relative, e.g. for benchmarks/results/; runs nothing")
     slurm = parser.add_argument_group("SLURM (--launcher slurm)")
     slurm.add_argument("--slurm-partition", default="", help="partition (default: the cluster's default)")
     slurm.add_argument("--slurm-time-min", type=int, default=24 * 60, help="time limit per job in minutes (1440)")

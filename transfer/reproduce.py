@@ -902,6 +902,44 @@ def write_outputs(plan: Plan, started: Optional[float] = None) -> dict:
     return results
 
 
+def portable_text(text: str, plan: Plan) -> str:
+    """``text`` with the machine's paths made relative: the root's to ``<root>``-relative, the repo's to
+    repo-relative (an exported table names no folder of the machine that ran it)."""
+    for folder, replacement in ((plan.root, ""), (REPO_ROOT, "")):
+        text = text.replace(folder + os.sep, replacement).replace(folder, replacement or ".")
+    return text
+
+
+def exported_files(plan: Plan) -> List[str]:
+    """Root-relative paths of what an export holds: the tables, the references and every run's result."""
+    names = [RESULTS_JSON, RESULTS_MD, CURVES_PNG]
+    names += [os.path.join(REFERENCES_DIR, f"{n}.json") for n in ("raw_pixels", "init")]
+    names += [os.path.relpath(os.path.join(plan.run_dir(row, seed), "result.json"), plan.root)
+              for row in plan.rows for seed in plan.seeds]
+    return [n for n in names if os.path.isfile(os.path.join(plan.root, n))]
+
+
+def export_results(plan: Plan, dest: str) -> List[str]:
+    """Copy the tables and result files (no checkpoints, no logs) into ``dest`` with portable paths.
+
+    The export can be committed (e.g. under benchmarks/results/) and copied back into a root: the
+    runner then skips the finished runs, since only their result.json files are needed for that.
+    """
+    if os.path.abspath(dest) == plan.root:
+        raise ConfigError(f"--export needs a folder other than the runner's root ({plan.root}).")
+    written = []
+    for name in exported_files(plan):
+        source, target = os.path.join(plan.root, name), os.path.join(dest, name)
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        with open(source, "rb") as handle:
+            data = handle.read()
+        if not name.endswith(".png"):
+            data = portable_text(data.decode("utf-8"), plan).encode("utf-8")
+        save_atomic_bytes(data, target)
+        written.append(target)
+    return written
+
+
 # =================================================================================================
 # Launchers
 # =================================================================================================
@@ -1078,6 +1116,11 @@ def main(args, executor_factory: Optional[Callable[[str], object]] = None) -> in
                       args.nproc_per_node, getattr(args, "command", ""))
     if args.dry_run:
         print(dry_run_text(plan))
+        return 0
+    if getattr(args, "export", None):
+        write_outputs(plan)
+        written = export_results(plan, args.export)
+        print(f"exported {len(written)} files from {plan.root} to {args.export} (paths made relative)")
         return 0
     try:
         if args.launcher == "slurm" and args.only != "collect":

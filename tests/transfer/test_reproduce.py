@@ -288,3 +288,23 @@ def test_slurm_launcher_with_submitits_local_executor(killed_and_restarted, tmp_
         assert redone[key] == expected[key]
     results = json.loads((root / "results.json").read_text(encoding="utf-8"))
     assert [r["seed"] for r in results["rows"][0]["runs"]] == [0, 1] and results["rows"][0]["linear_top1"]["n"] == 2
+
+
+def test_export_has_portable_paths_and_a_copied_back_export_is_not_rerun(killed_and_restarted, tmp_path, capsys):
+    root, lincls = killed_and_restarted["root"], killed_and_restarted["lincls"]
+    tool, export = _tool(), tmp_path / "export"
+    assert reproduce.main(tool.parse_args(_argv(root, lincls, extra=["--export", str(export)]))) == 0
+    assert "exported 9 files" in capsys.readouterr().out  # 3 tables + 2 references + 4 runs
+    assert not list(export.rglob("*.pth")) and not list(export.rglob("*.log"))
+    for path in export.rglob("*"):
+        if path.is_file() and path.suffix != ".png":
+            text = path.read_text(encoding="utf-8")
+            assert str(root) not in text and ROOT not in text, path
+    exported = json.loads((export / "results.json").read_text(encoding="utf-8"))
+    assert exported["rows"][0]["runs"][0]["output_dir"] == "byol_aa/seed0"
+    copied_back = tmp_path / "copied_back"
+    shutil.copytree(export, copied_back)
+    assert reproduce.main(tool.parse_args(_argv(copied_back, lincls))) == 0
+    assert "== Table" not in capsys.readouterr().out  # every run finished: nothing is trained again
+    again = json.loads((copied_back / "results.json").read_text(encoding="utf-8"))
+    assert [r["knn_top1"] for r in again["rows"]] == [r["knn_top1"] for r in exported["rows"]]
