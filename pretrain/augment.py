@@ -22,13 +22,8 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-# What the loader delivers per image, by method (see :func:`view_layout`):
-# "multi_stage" (MSR, SimSiam + MSR): (w1, w2, a1, a2) with a_k = t2(w_k), two independent crops;
-# "aa" (BYOL / SimSiam, METHOD.VIEWS AA): (a1, a2), two independent fully aggressive views;
-# "aw" (BYOL / SimSiam, METHOD.VIEWS AW, the official code's BYOL-AW of Table 1): (a1, w2), two
-#   independent crops, the first fully aggressive (t2 of its own t1), the second weak (t1 only).
-VIEW_LAYOUTS = ("multi_stage", "aa", "aw")
-_MULTI_STAGE_METHODS = ("msr", "simsiam_msr")
+from .methods import VIEW_LAYOUTS, view_layout
+
 
 
 class GaussianBlur:
@@ -229,13 +224,6 @@ class WeakViewsUint8:
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(size={self.size}, scale={self.scale}, flip_prob={self.flip_prob})"
-
-
-def view_layout(cfg) -> str:
-    """The views the configured method trains on (see VIEW_LAYOUTS): METHOD.VIEWS matters only for byol/simsiam."""
-    if cfg.METHOD.NAME in _MULTI_STAGE_METHODS:
-        return "multi_stage"
-    return "aa" if cfg.METHOD.VIEWS == "AA" else "aw"
 
 
 def build_pretrain_transform(cfg) -> Union[MultiStageViews, WeakViewsUint8]:

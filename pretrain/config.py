@@ -16,6 +16,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from .errors import UserError
+from .methods import METHODS, VIEWS
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain")
 BASE_KEY = "_BASE_"
@@ -185,8 +186,8 @@ _C.LOG_PERIOD = 10
 _C.PROGRESS_BAR = True
 
 CHOICES = {
-    "METHOD.NAME": ("msr", "byol", "simsiam", "simsiam_msr"),
-    "METHOD.VIEWS": ("AW", "AA"),
+    "METHOD.NAME": tuple(METHODS),
+    "METHOD.VIEWS": VIEWS,
     "MSR.BETA_SCHEDULE": ("cosine", "constant"),
     "EMA.SCHEDULE": ("cosine", "constant"),
     "MODEL.BACKBONE": ("resnet18", "resnet34", "resnet50"),

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from . import distributed as comm
-from .augment import build_pretrain_transform, view_layout
+from .augment import build_pretrain_transform
 from .checkpoint import (
     CHECKPOINT_KIND,
     FORMAT_VERSION,
@@ -64,7 +64,7 @@ from .device_augment import DeviceAggressiveAugment
 from .errors import UserError
 from .evaluate import build_eval_loaders, make_loader
 from .knn import knn_top1
-from .loss import msr_loss_parts, weighted_sum
+from .methods import Method, method_of, view_layout
 from .model import build_networks, ema_update
 from .optim import build_optimizer, set_lr
 from .paths import ensure_output_dir
@@ -107,13 +107,12 @@ class StepSettings:
     tau_base: float
     tau_schedule: str
     stop_grad_aa: bool
-    distance: str
-    uses_beta: bool
+    method: Method  # views, targets and loss (pretrain.methods.METHODS)
     amp_dtype: Optional[torch.dtype]
     channels_last: bool
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     device_augment: Optional[torch.nn.Module] = None  # t2 on the device (AUG.AGGRESSIVE_ON device)
-    layout: str = "multi_stage"  # the views of the method (pretrain.augment.VIEW_LAYOUTS)
+    layout: str = "multi_stage"  # the loader's views for the method (pretrain.methods.VIEW_LAYOUTS)
 
 
 def seed_everything(seed: int) -> None:
@@ -169,28 +168,6 @@ def prepare_views(views: Iterable[torch.Tensor], s: StepSettings) -> list:
     return [v.contiguous(memory_format=torch.channels_last) if s.channels_last else v for v in views]
 
 
-def _predictions_and_targets(state: TrainState, views: list) -> tuple:
-    """(q1, q2, z1, z2) of eq. 5 for the multi-stage layout, or of BYOL's / SimSiam's symmetric loss.
-
-    Multi-stage (4 views): q from the aggressive views, z from the weak views (EMA target, or the
-    online projections under stop-gradient for SimSiam + MSR). Two views: q and z of the same two
-    views (EMA target, or for SimSiam the online projections under stop-gradient), so the loss
-    pairs q1 with z2 and q2 with z1, each view against the other.
-    """
-    online_in = views[-2:]
-    target_in = views[:2]  # the weak views (4 views), or the same two views
-    p1, q1 = state.online(online_in[0])
-    p2, q2 = state.online(online_in[1])
-    with torch.no_grad():
-        if state.target is not None:  # BYOL / MSR: the EMA target
-            z1, z2 = state.target(target_in[0]), state.target(target_in[1])
-        elif len(views) == 4:  # SimSiam + MSR: online projections of the weak views
-            z1, z2 = state.online(target_in[0])[0], state.online(target_in[1])[0]
-        else:  # SimSiam: the projections already computed, under stop-gradient
-            z1, z2 = p1.detach(), p2.detach()
-    return q1, q2, z1, z2
-
-
 def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings) -> Dict[str, float]:
     """One optimizer step on a batch of views; returns the logged scalars.
 
@@ -198,15 +175,14 @@ def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
     """
     k = state.step
     lr = lr_at(k, s.total_steps, s.base_lr, s.warmup_steps, s.min_lr)
-    beta = beta_at(k, s.total_steps, s.beta_base, s.beta_schedule) if s.uses_beta else 0.0
+    beta = beta_at(k, s.total_steps, s.beta_base, s.beta_schedule) if s.method.uses_beta else 0.0
     set_lr(state.optimizer, lr)
     views = prepare_views(views, s)
 
     autocast = torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None)
     with autocast:
-        q1, q2, z1, z2 = _predictions_and_targets(state, views)
-    weak_term, aggressive_term = msr_loss_parts(q1, q2, z1, z2, s.stop_grad_aa, s.distance)  # fp32
-    loss = weighted_sum(weak_term, aggressive_term, beta)
+        q1, q2, z1, z2 = s.method.outputs(state.online, state.target, views)
+    loss, weak_term, aggressive_term = s.method.loss(q1, q2, z1, z2, beta, s.stop_grad_aa)  # in fp32
     if not torch.isfinite(loss) and s.amp_dtype != torch.float16:
         raise NonFiniteLossError(
             f"Non-finite loss at step {k}: loss={loss.item()}, weak-aggressive term={weak_term.item()}, "
@@ -391,13 +367,11 @@ class Pretrainer:
     def _step_settings(self, amp_dtype) -> StepSettings:
         cfg = self.cfg
         total = cfg.SOLVER.MAX_STEPS or cfg.SOLVER.EPOCHS * self.steps_per_epoch
-        method = cfg.METHOD.NAME
         return StepSettings(
             total_steps=total, warmup_steps=int(cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch),
             base_lr=effective_lr(cfg), min_lr=cfg.SOLVER.MIN_LR, beta_base=cfg.MSR.BETA_BASE,
             beta_schedule=cfg.MSR.BETA_SCHEDULE, tau_base=cfg.EMA.TAU_BASE, tau_schedule=cfg.EMA.SCHEDULE,
-            stop_grad_aa=cfg.MSR.STOP_GRAD_AA, distance="negcos" if method.startswith("simsiam") else "mse",
-            uses_beta=method in ("msr", "simsiam_msr"), amp_dtype=amp_dtype,
+            stop_grad_aa=cfg.MSR.STOP_GRAD_AA, method=method_of(cfg), amp_dtype=amp_dtype,
             channels_last=cfg.MODEL.CHANNELS_LAST, device=self.device,
             device_augment=(DeviceAggressiveAugment.from_config(cfg).to(self.device)
                             if cfg.AUG.AGGRESSIVE_ON == "device" else None),

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from .methods import method_of
+
 ARCHITECTURES = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -136,15 +138,10 @@ def build_encoder(cfg) -> ResNet:
     return ResNet(cfg.MODEL.BACKBONE, cfg.MODEL.WIDTH, cfg.MODEL.STEM, cfg.MODEL.ZERO_INIT_RESIDUAL)
 
 
-def uses_ema_target(cfg) -> bool:
-    """BYOL and MSR learn against an EMA target; SimSiam variants use the online network under stop-gradient."""
-    return cfg.METHOD.NAME in ("msr", "byol")
-
-
 def build_networks(cfg) -> Tuple[OnlineNetwork, "TargetNetwork | None"]:
     """The online network and, for EMA methods, its target initialised as an exact copy."""
     online = OnlineNetwork(build_encoder(cfg), cfg.MODEL.HIDDEN_DIM, cfg.MODEL.OUT_DIM)
-    target = TargetNetwork(online) if uses_ema_target(cfg) else None
+    target = TargetNetwork(online) if method_of(cfg).ema_target else None
     return online, target
 
 

@@ -62,7 +62,7 @@ _DROPPED = ("num_batches_tracked",)
 
 def _flat_state(obj) -> Tuple[Dict[str, torch.Tensor], str]:
     if isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND:
-        return obj, "msr"
+        return obj, "pretrain"
     for key in ("state_dict", "model", "network", "online"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key], key
@@ -79,7 +79,7 @@ def extract_backbone(obj, which: str = "online", source: str = "checkpoint") -> 
                               f"tools/lincls.py): it holds only a linear classifier, no encoder to convert. Convert "
                               f"the pretraining checkpoint it evaluated instead: {lincls_source(obj)}.")
     flat, style = _flat_state(obj)
-    if style == "msr":  # this project's checkpoint: model = online network, target = EMA network
+    if style == "pretrain":  # this project's checkpoint: model = online network, target = EMA network
         state = obj["model"] if which == "online" else obj.get("target")
         if state is None:
             raise ConversionError(f"{source} has no EMA target network (SimSiam runs have none); use --which online.")

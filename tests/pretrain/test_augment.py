@@ -17,10 +17,10 @@ from pretrain.augment import (
     eval_transform,
     sample_crop_box,
     to_normalized_tensor,
-    view_layout,
     weak_transform,
 )
 from pretrain.config import get_default_config
+from pretrain.methods import view_layout
 
 
 def _image(width=48, height=40, seed=0):

@@ -173,18 +173,17 @@ def test_compile_switch_compiles_both_networks_and_keeps_checkpoint_keys(tmp_pat
 def test_byol_aw_step_is_the_official_symmetric_byol_loss(tmp_path):
     """BYOL-AW as methods/BYOL.py runs it: each view (aggressive, weak) through the online network,
     matched to the EMA target's projection of the OTHER view, (2 - 2 cos) summed over the two pairs."""
-    from pretrain.engine import _predictions_and_targets
-    from pretrain.loss import msr_loss
+    from pretrain.methods import msr_loss
 
     cfg = tiny_config(tmp_path / "run", "METHOD.NAME", "byol", "METHOD.VIEWS", "AW")
     trainer = Pretrainer(cfg)
-    assert trainer.settings.layout == "aw" and trainer.settings.uses_beta is False
+    assert trainer.settings.layout == "aw" and trainer.settings.method.uses_beta is False
     views, _ = next(iter(trainer.train_loader))
     assert len(views) == 2  # (aggressive, weak)
     state = trainer.state
     state.online.train(), state.target.train()
     torch.manual_seed(0)
-    q1, q2, z1, z2 = _predictions_and_targets(state, list(views))
+    q1, q2, z1, z2 = trainer.settings.method.outputs(state.online, state.target, list(views))
     with torch.no_grad():
         expected = {"q1": state.online(views[0])[1], "q2": state.online(views[1])[1],
                     "z1": state.target(views[0]), "z2": state.target(views[1])}
@@ -195,4 +194,4 @@ def test_byol_aw_step_is_the_official_symmetric_byol_loss(tmp_path):
         return (2 - 2 * torch.nn.functional.cosine_similarity(p, z, dim=1)).mean()
 
     by_hand = byol(q1, z2) + byol(q2, z1)
-    assert torch.allclose(msr_loss(q1, q2, z1, z2, beta=0.0), by_hand, atol=1e-6)
+    assert torch.allclose(msr_loss(q1, q2, z1, z2, beta=0.0).loss, by_hand, atol=1e-6)
