@@ -34,6 +34,19 @@ def main(args: argparse.Namespace) -> int:
     return reproduce(args)
 
 
+def without_export(argv):
+    """argv without ``--export DIR``: the tables name the command that ran the table, not the copy."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--export":
+            skip = True
+        elif not arg.startswith("--export="):
+            out.append(arg)
+    return out
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     from transfer.reproduce import normalize_seed_args
 
@@ -67,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     slurm.add_argument("--no-wait", action="store_true", help="submit the jobs and exit; collect later")
     add_common_arguments(parser)
     args = parse_tool_args(parser, normalize_seed_args(argv))
-    args.command = shlex.join(["python", "tools/reproduce.py", *argv])
+    args.command = shlex.join(["python", "tools/reproduce.py", *without_export(argv)])
     return args
 
 

@@ -300,6 +300,7 @@ def test_export_has_portable_paths_and_a_copied_back_export_is_not_rerun(killed_
         if path.is_file() and path.suffix != ".png":
             text = path.read_text(encoding="utf-8")
             assert str(root) not in text and ROOT not in text, path
+    assert "--export" not in (export / "results.md").read_text(encoding="utf-8")  # the command that ran it
     exported = json.loads((export / "results.json").read_text(encoding="utf-8"))
     assert exported["rows"][0]["runs"][0]["output_dir"] == "byol_aa/seed0"
     copied_back = tmp_path / "copied_back"
