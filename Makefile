@@ -17,7 +17,7 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q --upgrade pip 2>&1 | $(PIP_FILTER)
 	$(PY) -m pip install -q -e ".[test]" 2>&1 | $(PIP_FILTER)
 	@# Detectron2 (Python code only, no compiled ops) when the venv has none; see the script's docstring.
-	@$(PY) -c "import detectron2" 2>/dev/null || $(PY) tools/install_detectron2.py
+	@$(PY) -c "import detectron2" 2>/dev/null || $(PY) dev/install_detectron2.py
 	$(PY) -c "import torch, torchvision, timm, yacs, sklearn"
 	$(PY) -W ignore::FutureWarning -c "from transfer import d2compat; p = d2compat.apply(); import detectron2.model_zoo, detectron2.modeling; \
 	print('detectron2 OK; compatibility patches:', ', '.join(p) or 'none')"

@@ -9,7 +9,7 @@ setup(
                 "evaluation and Detectron2 transfer",
     python_requires=">=3.9",
     packages=find_packages(include=["pretrain", "pretrain.*", "transfer", "transfer.*"]),
-    package_data={"pretrain": ["resources/*.txt"]},
+    package_data={"pretrain.data": ["resources/*.txt"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -8,7 +8,7 @@ figure is the time one loader worker spends on one image (all of its views), in 
 - MSR, CPU t2 (``AUG.AGGRESSIVE_ON cpu``): two weak views and an aggressive view from each (4 views).
 - MSR, device t2 (``AUG.AGGRESSIVE_ON device``): only the two weak views as uint8 tensors; the
   aggressive views are made later on the training device, so this is the whole CPU-side cost.
-- When ``pretrain/device_augment.py`` exists: what ``DeviceAggressiveAugment`` costs per image when
+- When ``pretrain/data/device_augment.py`` exists: what ``DeviceAggressiveAugment`` costs per image when
   the "device" is this CPU (one thread, batches of ``--batch``; both aggressive views and the
   normalisation of both weak views), or the GPU with ``--device cuda``.
 
@@ -46,7 +46,7 @@ from benchmarks.common import (  # noqa: E402
     run_key,
     spread,
 )
-from pretrain.augment import build_pretrain_transform  # noqa: E402
+from pretrain.data.augment import build_pretrain_transform  # noqa: E402
 from pretrain.config import load_config  # noqa: E402
 
 NAME = "bench_data_pipeline"
@@ -88,9 +88,9 @@ def config(size: int, overrides):
 def device_t2_runner(size: int, images, batch: int, device: str):
     """A function doing DeviceAggressiveAugment's work for one batch, or (None, reason) when unavailable."""
     try:
-        from pretrain.device_augment import DeviceAggressiveAugment
+        from pretrain.data.device_augment import DeviceAggressiveAugment
     except ImportError as err:
-        return None, f"pretrain/device_augment.py not available ({err})"
+        return None, f"pretrain/data/device_augment.py not available ({err})"
     try:
         cfg = config(size, CONFIGS["msr_device"])
         aug = DeviceAggressiveAugment.from_config(cfg)

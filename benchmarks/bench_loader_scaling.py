@@ -1,6 +1,6 @@
 """Images per second of whole pretraining steps (real loader + step) against the number of loader workers.
 
-A ``pretrain.engine.Pretrainer`` is built on the embedded digits data from
+A ``pretrain.engine.trainer.Pretrainer`` is built on the embedded digits data from
 ``configs/pretrain/digits_demo.yaml`` (narrow ResNet-18, 32 px, batch 128) for each method,
 ``AUG.AGGRESSIVE_ON`` mode and ``DATA.NUM_WORKERS`` value; one untimed epoch starts the workers
 and warms up, then ``--epochs`` epochs of ``train_one_epoch`` are timed (loader waits, transfer,
@@ -36,7 +36,7 @@ from benchmarks.common import (  # noqa: E402
     run_key,
 )
 from pretrain.config import load_config  # noqa: E402
-from pretrain.engine import Pretrainer  # noqa: E402
+from pretrain.engine.trainer import Pretrainer  # noqa: E402
 
 NAME = "bench_loader_scaling"
 TITLE = "Loader scaling: whole pretraining steps on digits"

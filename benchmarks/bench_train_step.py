@@ -1,8 +1,8 @@
 """Time of one training step, MSR vs BYOL (AW and AA): same model, batch, device; pre-made tensors, no loader.
 
 Each method's state (online and target networks, optimizer, GradScaler, step settings) is built by
-``pretrain.engine.Pretrainer`` from the same config and seed, so all three start from the same
-weights; ``pretrain.engine.train_step`` is then timed on fixed random views already on the device
+``pretrain.engine.trainer.Pretrainer`` from the same config and seed, so all three start from the same
+weights; ``pretrain.engine.trainer.train_step`` is then timed on fixed random views already on the device
 (4 views for MSR, 2 for BYOL "AW" and "AA"; BYOL "AW" is the official code's: one aggressive and
 one weak view of independent crops; runs written before 2026-12-02 measured "AW" as aggressive
 online / weak target views, 4 views, which is MSR with beta 0). After ``--warmup`` steps per method, the methods
@@ -39,9 +39,9 @@ from benchmarks.common import (  # noqa: E402
     spread,
 )
 from pretrain.config import load_config  # noqa: E402
-from pretrain.data import DIGITS_TRAIN_SIZE  # noqa: E402
-from pretrain.engine import Pretrainer, train_step  # noqa: E402
-from pretrain.model import build_encoder  # noqa: E402
+from pretrain.data.datasets import DIGITS_TRAIN_SIZE  # noqa: E402
+from pretrain.engine.trainer import Pretrainer, train_step  # noqa: E402
+from pretrain.modeling.networks import build_encoder  # noqa: E402
 
 NAME = "bench_train_step"
 TITLE = "Training step: MSR vs BYOL (no loader)"

@@ -15,8 +15,8 @@ from typing import Iterable, Optional
 import yaml
 from yacs.config import CfgNode as CN
 
-from .errors import UserError
-from .methods import METHODS, VIEWS
+from pretrain.utils.errors import UserError
+from pretrain.methods import METHODS, VIEWS
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain")
 BASE_KEY = "_BASE_"

@@ -1,7 +1,7 @@
 """Bad inputs to every tool: each is refused with one paragraph that names the problem and the fix, exit code 2.
 
 One table (``CASES``) of bad inputs, each run through the real tool entry point (``tools/<x>.py``'s
-``parse_args`` and ``main`` under ``pretrain.cli.run_main``) in this process, for speed. Two more cases run
+``parse_args`` and ``main`` under ``pretrain.utils.cli.run_main``) in this process, for speed. Two more cases run
 a tool in a subprocess to check the real exit code and that a traceback appears only with --debug.
 
 Files whose unpickling would run code carry a payload that creates a marker file; every case checks that
@@ -28,11 +28,11 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain import distributed as comm
-from pretrain.checkpoint import CHECKPOINT_KIND, load_checkpoint
-from pretrain.cli import EXIT_USER_ERROR, run_main
+from pretrain.utils import distributed as comm
+from pretrain.engine.checkpoint import CHECKPOINT_KIND, load_checkpoint
+from pretrain.utils.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import load_config
-from pretrain.engine import Pretrainer
+from pretrain.engine.trainer import Pretrainer
 from transfer.convert import convert_backbone, extract_backbone, write_d2_pickle
 from transfer.lincls import LINCLS_CHECKPOINT, run_linear_eval
 
@@ -146,7 +146,7 @@ def evil_latest_checkpoint(paths: dict, monkeypatch) -> None:
 
 def no_fashion_mnist_package(paths: dict, monkeypatch) -> None:
     """As on a machine without Debian's dataset-fashion-mnist (the fallback folder)."""
-    from pretrain import fashion_mnist
+    from pretrain.data import fashion_mnist
     monkeypatch.setattr(fashion_mnist, "debian_folder", lambda: None)
 
 

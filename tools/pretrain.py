@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.cli import add_common_arguments, dry_run_text, parse_tool_args, run_main  # noqa: E402
+from pretrain.utils.cli import add_common_arguments, dry_run_text, parse_tool_args, run_main  # noqa: E402
 from pretrain.config import load_config  # noqa: E402
 
 
@@ -22,9 +22,9 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_text(cfg))
         return 0
-    from pretrain import distributed as comm
-    from pretrain.engine import Pretrainer
-    from pretrain.preemption import EXIT_PREEMPTED
+    from pretrain.utils import distributed as comm
+    from pretrain.engine.trainer import Pretrainer
+    from pretrain.utils.preemption import EXIT_PREEMPTED
 
     with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
         result = Pretrainer(cfg, resume=args.resume).train()

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from pretrain.checkpoint import (
+from pretrain.engine.checkpoint import (
     CHECKPOINT_KIND,
     LINCLS_KIND,
     lincls_source,
@@ -29,9 +29,9 @@ from pretrain.checkpoint import (
     unreadable_message,
     verify_digest,
 )
-from pretrain.errors import UserError, first_line
-from pretrain.model import ARCHITECTURES, ResNet
-from pretrain.paths import ensure_output_dir
+from pretrain.utils.errors import UserError, first_line
+from pretrain.modeling.networks import ARCHITECTURES, ResNet
+from pretrain.utils.paths import ensure_output_dir
 
 AUTHOR = "MSR"
 

@@ -2,7 +2,7 @@
 without its compiled extension.
 
 Why: on machines that cannot install Detectron2 from its git repository (and so cannot compile it),
-``tools/install_detectron2.py`` installs the Python sources of Detectron2 v0.6 only. Three things
+``dev/install_detectron2.py`` installs the Python sources of Detectron2 v0.6 only. Three things
 then break, and this module supplies each of them, only when it is missing:
 
 * numpy >= 1.24 removed the aliases ``np.int``, ``np.float``, ``np.bool`` (back since numpy 2.0)

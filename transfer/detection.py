@@ -25,15 +25,15 @@ from detectron2.modeling import BACKBONE_REGISTRY  # noqa: E402
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone  # noqa: E402
 
-from pretrain.checkpoint import (  # noqa: E402
+from pretrain.engine.checkpoint import (  # noqa: E402
     CHECKPOINT_KIND,
     LINCLS_KIND,
     lincls_source,
     torch_load_quietly,
     unreadable_message,
 )
-from pretrain.errors import UserError  # noqa: E402
-from pretrain.paths import ensure_output_dir  # noqa: E402
+from pretrain.utils.errors import UserError  # noqa: E402
+from pretrain.utils.paths import ensure_output_dir  # noqa: E402
 
 from .convert import Backbone, source_encoder  # noqa: E402
 from .safe_pickle import load_weights_pickle  # noqa: E402

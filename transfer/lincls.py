@@ -55,9 +55,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, RandomSampler
 from torchvision import transforms as T
 
-from pretrain import distributed as comm
-from pretrain.augment import ToRGB, eval_transform, to_normalized_tensor
-from pretrain.checkpoint import (
+from pretrain.utils import distributed as comm
+from pretrain.data.augment import ToRGB, eval_transform, to_normalized_tensor
+from pretrain.engine.checkpoint import (
     LINCLS_KIND,
     CheckpointError,
     load_checkpoint,
@@ -67,11 +67,12 @@ from pretrain.checkpoint import (
     save_atomic,
 )
 from pretrain.config import ConfigError, config_from_yaml_text, resolve_config_path
-from pretrain.data import build_eval_datasets, num_classes
-from pretrain.engine import MetricsWriter, progress_bar, seed_everything, setup_logging
-from pretrain.errors import first_line
-from pretrain.evaluate import load_encoder, make_loader, process_share
-from pretrain.paths import ensure_output_dir
+from pretrain.data.datasets import build_eval_datasets, num_classes
+from pretrain.engine.trainer import MetricsWriter, progress_bar, seed_everything, setup_logging
+from pretrain.utils.errors import first_line
+from pretrain.data.loaders import make_loader, process_share
+from pretrain.engine.knn import load_encoder
+from pretrain.utils.paths import ensure_output_dir
 
 from .lincls_config import CONFIG_DIR, load_lincls_config
 

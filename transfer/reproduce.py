@@ -65,10 +65,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pretrain.checkpoint import latest_checkpoint, save_atomic_bytes
+from pretrain.engine.checkpoint import latest_checkpoint, save_atomic_bytes
 from pretrain.config import ConfigError, derived_values, load_config, resolve_config_path
-from pretrain.errors import UserError, first_line
-from pretrain.plots import PlotError, read_metrics
+from pretrain.utils.errors import UserError, first_line
+from pretrain.viz.plots import PlotError, read_metrics
 
 from .lincls_config import CONFIG_DIR as LINCLS_CONFIG_DIR
 from .lincls_config import load_lincls_config
@@ -76,7 +76,7 @@ from .lincls_config import load_lincls_config
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS_DIR = os.path.join(REPO_ROOT, "tools")
 DEFAULT_ROOT = os.path.join("output", "reproduce")
-EXIT_PREEMPTED = 75  # as tools/pretrain.py (pretrain.preemption.EXIT_PREEMPTED)
+EXIT_PREEMPTED = 75  # as tools/pretrain.py (pretrain.utils.preemption.EXIT_PREEMPTED)
 LOCK_FILE = ".lock"
 LOCK_WAIT_S = 60.0  # how long a runner waits for a run folder another process holds (e.g. a dying stage)
 RESULTS_JSON, RESULTS_MD, CURVES_PNG = "results.json", "results.md", "knn_curves.png"
@@ -494,7 +494,7 @@ def knn_stage(plan: Plan, paths: RunPaths, checkpoint: str, lock_fd: Optional[in
     if curve and curve[-1][0] == step:
         return {"knn_top1": curve[-1][1], "knn_curve": curve, "knn_source": "metrics.jsonl"}
     if plan.nproc == 1:
-        from pretrain.evaluate import knn_from_checkpoint
+        from pretrain.engine.knn import knn_from_checkpoint
 
         print(f"  kNN of {checkpoint} (knn_from_checkpoint, as tools/knn.py)", flush=True)
         top1 = knn_from_checkpoint(checkpoint)
@@ -660,10 +660,10 @@ def raw_pixel_reference(plan: Plan) -> dict:
     """kNN (config's k, T, cosine) and logistic regression on the flattened normalised eval-transform images."""
     from torch import nn
 
-    from pretrain import distributed as comm
-    from pretrain.data import num_classes
-    from pretrain.evaluate import build_eval_loaders
-    from pretrain.knn import knn_top1
+    from pretrain.utils import distributed as comm
+    from pretrain.data.datasets import num_classes
+    from pretrain.data.loaders import build_eval_loaders
+    from pretrain.engine.knn import knn_top1
 
     cfg = plan.base_config()
     base = {"name": "raw_pixels", "label": f"raw pixels ({cfg.DATA.IMAGE_SIZE}x{cfg.DATA.IMAGE_SIZE}, normalised)"}
@@ -690,7 +690,7 @@ def init_reference(plan: Plan) -> dict:
         existing = latest_checkpoint(paths.pretrain)
         if existing:
             return existing
-        from pretrain.engine import Pretrainer
+        from pretrain.engine.trainer import Pretrainer
 
         print(f"  step-0 checkpoint of the untrained network in {paths.pretrain}", flush=True)
         cfg = load_config(plan.cfg, ["SEED", "0", *QUIET, *plan.opts, "OUTPUT_DIR", paths.pretrain])
@@ -739,7 +739,7 @@ RUN_KEYS = ("seed", "knn_top1", "linear_top1", "linear_best_top1", "linear_best_
 
 def budget_of(plan: Plan) -> dict:
     """Epochs / steps / batch of the resolved config and the linear protocol's epochs."""
-    from pretrain.data import KNOWN_TRAIN_SIZES
+    from pretrain.data.datasets import KNOWN_TRAIN_SIZES
 
     cfg = plan.base_config()
     derived = derived_values(cfg, KNOWN_TRAIN_SIZES.get(cfg.DATA.NAME))

@@ -7,7 +7,7 @@ from PIL import Image, ImageFilter
 from torch.utils.data import default_collate
 from torchvision.transforms import functional as F
 
-from pretrain.augment import (
+from pretrain.data.augment import (
     CROP_ATTEMPTS,
     GaussianBlur,
     MultiStageViews,

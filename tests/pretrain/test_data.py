@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-import pretrain
-from pretrain.augment import build_pretrain_transform, eval_transform
+import pretrain.data
+from pretrain.data.augment import build_pretrain_transform, eval_transform
 from pretrain.config import get_default_config
-from pretrain.data import (
+from pretrain.data.datasets import (
     IMAGENET100_CLASS_FILE,
     KNOWN_TRAIN_SIZES,
     DatasetError,
@@ -115,7 +115,7 @@ def test_num_classes_without_data():
 
 
 def test_builtin_imagenet100_list_has_100_classes():
-    package_dir = os.path.dirname(os.path.abspath(pretrain.__file__))
+    package_dir = os.path.dirname(os.path.abspath(pretrain.data.__file__))
     assert IMAGENET100_CLASS_FILE == os.path.join(package_dir, "resources", "imagenet100_classes.txt")
     names = read_class_list(IMAGENET100_CLASS_FILE)
     assert len(names) == 100 and all(n.startswith("n") and len(n) == 9 for n in names)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
 from pretrain.config import get_default_config, load_config
-from pretrain.data import (
+from pretrain.data.datasets import (
     MAX_CONSECUTIVE_BAD_IMAGES,
     BadImageError,
     DatasetError,
@@ -23,7 +23,7 @@ from pretrain.data import (
     build_pretrain_dataset,
     load_rgb_image,
 )
-from pretrain.sampling import SeededTransformDataset
+from pretrain.data.sampling import SeededTransformDataset
 
 SIZE = (40, 40)
 LEFT, RIGHT = (5, 20), (35, 20)  # a pixel in each half of the test images
@@ -256,7 +256,7 @@ def restore_pretrain_logger():
 
 def test_data_set_smaller_than_one_batch(tmp_path, restore_pretrain_logger):
     """The engine refuses a training set with fewer images than SOLVER.BATCH_SIZE, saying how to fix it."""
-    from pretrain.engine import Pretrainer
+    from pretrain.engine.trainer import Pretrainer
 
     for i in range(3):
         _good_image(str(tmp_path / "data" / "train" / "n01" / f"img_{i}.png"), seed=i)

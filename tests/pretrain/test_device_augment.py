@@ -14,9 +14,9 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from pretrain.augment import GaussianBlur, aggressive_transform
+from pretrain.data.augment import GaussianBlur, aggressive_transform
 from pretrain.config import get_default_config
-from pretrain.device_augment import DeviceAggressiveAugment
+from pretrain.data.device_augment import DeviceAggressiveAugment
 
 N_DEVICE = 20000  # parameter sets drawn from the device path
 N_CPU = 5000      # parameter sets / transform calls drawn from the CPU path (one Python call each)

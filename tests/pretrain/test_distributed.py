@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pretrain import distributed as comm
+from pretrain.utils import distributed as comm
 from pretrain.config import ConfigError, load_config
-from pretrain.engine import Pretrainer
+from pretrain.engine.trainer import Pretrainer
 
 # Same global batch (64) and seed; SyncBN so batch statistics span the global batch in both cases.
 OPTS = ["MODEL.WIDTH", "4", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", "16", "MODEL.SYNC_BN", "True",

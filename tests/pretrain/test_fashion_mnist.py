@@ -11,11 +11,11 @@ import struct
 import numpy as np
 import pytest
 
-from pretrain import fashion_mnist
-from pretrain.augment import build_pretrain_transform, eval_transform
-from pretrain.cli import dry_run_text
+from pretrain.data import fashion_mnist
+from pretrain.data.augment import build_pretrain_transform, eval_transform
+from pretrain.utils.cli import dry_run_text
 from pretrain.config import load_config
-from pretrain.data import DatasetError, build_eval_datasets, build_pretrain_dataset, num_classes
+from pretrain.data.datasets import DatasetError, build_eval_datasets, build_pretrain_dataset, num_classes
 
 SIZES = {"train": 12, "test": 5}
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from pretrain.knn import knn_predict
+from pretrain.engine.knn import knn_predict
 
 BANK = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
 LABELS = torch.tensor([0, 1, 1])

@@ -8,7 +8,7 @@ import torch
 
 from pretrain.config import CHOICES, ConfigError, load_config
 from pretrain.methods import METHODS, VIEW_LAYOUTS, Method, method_of, msr_loss, view_layout
-from pretrain.model import build_networks
+from pretrain.modeling.networks import build_networks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -6,8 +6,8 @@ import torchvision
 from torch import nn
 
 from pretrain.config import get_default_config
-from pretrain.model import OnlineNetwork, ResNet, TargetNetwork, build_networks, ema_update
-from pretrain.optim import build_optimizer, lars_param_groups
+from pretrain.modeling.networks import OnlineNetwork, ResNet, TargetNetwork, build_networks, ema_update
+from pretrain.engine.optim import build_optimizer, lars_param_groups
 
 
 @pytest.mark.parametrize("depth, builder", [("resnet18", torchvision.models.resnet18),

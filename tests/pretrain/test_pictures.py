@@ -1,4 +1,4 @@
-"""Pictures: training curves from metrics.jsonl (pretrain/plots.py) and the augmentation grid (pretrain/aug_grid.py)."""
+"""Pictures: training curves from metrics.jsonl (pretrain/viz/plots.py) and the augmentation grid (pretrain/viz/aug_grid.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.aug_grid import augmentation_grid, grid_views
-from pretrain.cli import EXIT_USER_ERROR, run_main
+from pretrain.viz.aug_grid import augmentation_grid, grid_views
+from pretrain.utils.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import load_config
-from pretrain.errors import UserError
-from pretrain.plots import plot_run, plot_runs, read_metrics, run_labels
+from pretrain.utils.errors import UserError
+from pretrain.viz.plots import plot_run, plot_runs, read_metrics, run_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

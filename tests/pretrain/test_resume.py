@@ -15,11 +15,11 @@ import time
 import pytest
 import torch
 
-from pretrain.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, verify_digest
+from pretrain.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, verify_digest
 from pretrain.config import load_config
-from pretrain.engine import Pretrainer, train_step
-from pretrain.preemption import EXIT_PREEMPTED
-from pretrain.schedules import beta_at, lr_at
+from pretrain.engine.trainer import Pretrainer, train_step
+from pretrain.utils.preemption import EXIT_PREEMPTED
+from pretrain.engine.schedules import beta_at, lr_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOTAL_STEPS = 30  # 21 steps per epoch at batch 64: the runs cross an epoch boundary
@@ -194,7 +194,7 @@ def test_fp16_step_skipped_by_the_grad_scaler_advances_nothing(tmp_path):
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_non_finite_fp32_loss_stops_with_the_step_terms_and_lr_and_keeps_the_checkpoints(tmp_path):
-    from pretrain.engine import NonFiniteLossError
+    from pretrain.engine.trainer import NonFiniteLossError
 
     first = _tiny(tmp_path / "run", "SOLVER.MAX_STEPS", "2", "CHECKPOINT.STEP_PERIOD", "1")
     Pretrainer(first).train()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pretrain.schedules import beta_at, lr_at, tau_at
+from pretrain.engine.schedules import beta_at, lr_at, tau_at
 
 K = 1000
 

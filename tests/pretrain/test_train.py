@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from pretrain.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from pretrain.engine.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.config import load_config
-from pretrain.engine import Pretrainer
-from pretrain.evaluate import knn_from_checkpoint
+from pretrain.engine.trainer import Pretrainer
+from pretrain.engine.knn import knn_from_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["MODEL.WIDTH", "4", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", "16", "MODEL.STEM", "imagenet",

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from pretrain.model import ResNet
+from pretrain.modeling.networks import ResNet
 from transfer.convert import (
     ConversionError,
     convert_backbone,
@@ -120,7 +120,7 @@ def test_unsafe_pickles_are_refused_without_the_flag(tmp_path):
 
 
 def test_checkpoint_changed_after_saving_is_refused_by_its_digest(tmp_path):
-    from pretrain.checkpoint import CheckpointError, save_atomic
+    from pretrain.engine.checkpoint import CheckpointError, save_atomic
 
     path = tmp_path / "checkpoint_0000001.pth"
     save_atomic({"state_dict": torchvision.models.resnet18().state_dict()}, str(path))

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from pretrain.model import ResNet
+from pretrain.modeling.networks import ResNet
 from transfer.convert import convert_backbone, extract_backbone, write_d2_pickle
 from transfer.detection import (
     SYNC_BN_KEYS,

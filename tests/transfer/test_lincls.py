@@ -13,11 +13,11 @@ import torch
 
 from PIL import Image
 
-from pretrain.checkpoint import CheckpointError, load_checkpoint, save_atomic
-from pretrain.cli import EXIT_USER_ERROR, run_main
+from pretrain.engine.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from pretrain.utils.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import ConfigError, load_config
-from pretrain.engine import Pretrainer
-from pretrain.evaluate import load_encoder
+from pretrain.engine.trainer import Pretrainer
+from pretrain.engine.knn import load_encoder
 from transfer.lincls import (
     LINCLS_CHECKPOINT,
     LINCLS_KIND,
@@ -426,7 +426,7 @@ def test_cli_prints_top1_and_exits_0(checkpoint, tmp_path):
 def _distributed_worker(rank: int, world: int, port: int, checkpoint: str, opts: list,
                         protocol: str = "digits.yaml") -> None:
     """One process of a gloo (CPU) process group running the linear evaluation; saves its encoder's buffers."""
-    from pretrain import distributed as comm
+    from pretrain.utils import distributed as comm
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))

@@ -6,14 +6,19 @@ with weight exp(similarity / T) (k = 200, T = 0.1 by default, as in InstDisc / M
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Iterable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import distributed as comm
+from pretrain.config import config_from_yaml_text, load_config
+from pretrain.data.datasets import num_classes
+from pretrain.data.loaders import build_eval_loaders
+from pretrain.engine.checkpoint import CheckpointError, load_checkpoint
+from pretrain.modeling.networks import ResNet, build_encoder
+from pretrain.utils import distributed as comm
 
 
 @torch.no_grad()
@@ -62,3 +67,30 @@ def knn_top1(encoder: nn.Module, memory_loader: DataLoader, query_loader: DataLo
     query, query_labels = (_gather(t, device) for t in extract_features(encoder, query_loader, device))
     predicted = knn_predict(query, bank, bank_labels, num_classes, k, temperature)
     return 100.0 * (predicted == query_labels).double().mean().item()
+
+
+def load_encoder(checkpoint: dict, cfg, which: str = "online") -> ResNet:
+    """The online (default) or EMA target encoder of a pretraining checkpoint."""
+    state = checkpoint["model"] if which == "online" else checkpoint.get("target")
+    if state is None:
+        raise CheckpointError(f"This checkpoint has no {which} network (SimSiam runs have no EMA target); "
+                              f"use --which online.")
+    encoder = build_encoder(cfg)
+    prefix = "encoder."
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return encoder
+
+
+def knn_from_checkpoint(path: str, cfg_file: Optional[str] = None, opts: Iterable[str] = (),
+                        which: str = "online") -> float:
+    """kNN top-1 of a checkpoint's encoder, on the data set named by its config (or ``cfg_file``).
+
+    Run by several processes (torchrun / SLURM), each encodes its share of the images and the features
+    are gathered, so the result equals one process's.
+    """
+    checkpoint = load_checkpoint(path)
+    cfg = load_config(cfg_file, opts) if cfg_file else config_from_yaml_text(checkpoint["config"], opts)
+    device = comm.resolve_device(cfg.DEVICE)  # with several processes: this process's GPU
+    encoder = load_encoder(checkpoint, cfg, which).to(device)
+    memory_loader, query_loader = build_eval_loaders(cfg, device)
+    return knn_top1(encoder, memory_loader, query_loader, num_classes(cfg), device, cfg.KNN.K, cfg.KNN.TEMPERATURE)

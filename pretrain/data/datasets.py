@@ -8,7 +8,7 @@ is -1 for unlabeled images (STL-10's unlabeled split). Supported names:
   split (25 % test, ``random_state=0``): 1347 train images, 450 test images.
 - ``fashion_mnist``: Fashion-MNIST's four IDX files (60000 train / 10000 test real 28x28 grayscale
   images, 10 classes) from DATA.ROOT/fashion-mnist/ or Debian's ``dataset-fashion-mnist`` package,
-  see ``pretrain/fashion_mnist.py``; the transforms make them 3-channel and resize them.
+  see ``pretrain/data/fashion_mnist.py``; the transforms make them 3-channel and resize them.
 - ``cifar10``, ``cifar100``, ``stl10``: torchvision datasets under DATA.ROOT, downloaded only when
   DATA.DOWNLOAD is true. STL-10 pretrains on "train+unlabeled" (105000 images).
 - ``tiny_imagenet``: DATA.ROOT/tiny-imagenet-200 as unzipped from the official archive (flat
@@ -42,8 +42,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .config import CHOICES, get_default_config
-from .errors import UserError
+from pretrain.config import CHOICES, get_default_config
+from pretrain.utils.errors import UserError
 
 # -- digits split, fixed so that every run (and --dry-run) sees the same images ------------------
 DIGITS_NUM_IMAGES = 1797
@@ -607,7 +607,7 @@ def build_pretrain_dataset(cfg, transform: Callable | None) -> Dataset:
     if name == "digits":
         return DigitsDataset("train", transform)
     if name == "fashion_mnist":
-        from .fashion_mnist import FashionMNIST
+        from pretrain.data.fashion_mnist import FashionMNIST
         return FashionMNIST(cfg.DATA.ROOT, "train", transform)
     if name in _TORCHVISION_FOLDERS:
         return _torchvision_dataset(cfg, "train+unlabeled" if name == "stl10" else "train", transform)
@@ -621,7 +621,7 @@ def build_eval_datasets(cfg, transform: Callable | None) -> tuple[Dataset, Datas
     if name == "digits":
         return DigitsDataset("train", transform), DigitsDataset("test", transform)
     if name == "fashion_mnist":
-        from .fashion_mnist import FashionMNIST
+        from pretrain.data.fashion_mnist import FashionMNIST
         return FashionMNIST(cfg.DATA.ROOT, "train", transform), FashionMNIST(cfg.DATA.ROOT, "test", transform)
     if name in _TORCHVISION_FOLDERS:
         return _torchvision_dataset(cfg, "train", transform), _torchvision_dataset(cfg, "test", transform)

@@ -42,9 +42,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from . import distributed as comm
-from .augment import build_pretrain_transform
-from .checkpoint import (
+from pretrain.utils import distributed as comm
+from pretrain.data.augment import build_pretrain_transform
+from pretrain.engine.checkpoint import (
     CHECKPOINT_KIND,
     FORMAT_VERSION,
     CheckpointError,
@@ -58,20 +58,20 @@ from .checkpoint import (
     save_atomic,
     save_atomic_bytes,
 )
-from .config import ConfigError, config_from_yaml_text, effective_lr
-from .data import DatasetError, bad_image_report, build_pretrain_dataset, num_classes
-from .device_augment import DeviceAggressiveAugment
-from .errors import UserError
-from .evaluate import build_eval_loaders, make_loader
-from .knn import knn_top1
-from .methods import Method, method_of, view_layout
-from .model import build_networks, ema_update
-from .optim import build_optimizer, set_lr
-from .paths import ensure_output_dir
-from .preemption import StopRequest
-from .sampling import SeededDistributedSampler, SeededTransformDataset
-from .schedules import beta_at, lr_at, tau_at
-from .sync_batchnorm import convert_to_sync_batchnorm
+from pretrain.config import ConfigError, config_from_yaml_text, effective_lr
+from pretrain.data.datasets import DatasetError, bad_image_report, build_pretrain_dataset, num_classes
+from pretrain.data.device_augment import DeviceAggressiveAugment
+from pretrain.utils.errors import UserError
+from pretrain.data.loaders import build_eval_loaders, make_loader
+from pretrain.engine.knn import knn_top1
+from pretrain.methods import Method, method_of, view_layout
+from pretrain.modeling.networks import build_networks, ema_update
+from pretrain.engine.optim import build_optimizer, set_lr
+from pretrain.utils.paths import ensure_output_dir
+from pretrain.utils.preemption import StopRequest
+from pretrain.data.sampling import SeededDistributedSampler, SeededTransformDataset
+from pretrain.engine.schedules import beta_at, lr_at, tau_at
+from pretrain.modeling.sync_batchnorm import convert_to_sync_batchnorm
 
 logger = logging.getLogger("pretrain")
 

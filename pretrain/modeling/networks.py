@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .methods import method_of
+from pretrain.methods import method_of
 
 ARCHITECTURES = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),

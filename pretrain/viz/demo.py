@@ -16,12 +16,12 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .augment import eval_transform
-from .config import load_config
-from .data import build_eval_datasets, num_classes
-from .engine import Pretrainer
-from .knn import knn_predict
-from .plots import read_metrics
+from pretrain.data.augment import eval_transform
+from pretrain.config import load_config
+from pretrain.data.datasets import build_eval_datasets, num_classes
+from pretrain.engine.trainer import Pretrainer
+from pretrain.engine.knn import knn_predict
+from pretrain.viz.plots import read_metrics
 
 DEMO_CONFIG = "digits_demo.yaml"
 RUNS = (("BYOL (aggressive views on both branches)", ["METHOD.NAME", "byol", "METHOD.VIEWS", "AA"]),

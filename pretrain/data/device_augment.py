@@ -1,10 +1,10 @@
 """t2 (the aggressive augmentation) as batched tensor ops on the training device.
 
 With ``AUG.AGGRESSIVE_ON "device"`` the loader sends only the two weak views, as uint8 tensors
-(:class:`pretrain.augment.WeakViewsUint8`), and the engine makes the aggressive views here, on
+(:class:`pretrain.data.augment.WeakViewsUint8`), and the engine makes the aggressive views here, on
 whatever device the images are on (CPU or CUDA, same code, no host round trips, no Python loop
 over images). Every image gets its OWN random parameters, drawn from the same distribution as the
-CPU path (:func:`pretrain.augment.aggressive_transform`)::
+CPU path (:func:`pretrain.data.augment.aggressive_transform`)::
 
     RandomApply(ColorJitter(b, c, s, h), p=JITTER_PROB)   # 4 ops in a random order per image
     RandomGrayscale(p=GRAY_PROB)                           # 3-channel luma

@@ -20,7 +20,7 @@ What it does, all inside the virtualenv of the interpreter that runs it (`sys.pr
      `detectron2-0.6.dist-info` so that `pip show/uninstall detectron2` work;
   5. checks in a fresh interpreter that `import detectron2` works.
 
-Usage: `.venv/bin/python tools/install_detectron2.py` (the Makefile runs it when needed).
+Usage: `.venv/bin/python dev/install_detectron2.py` (the Makefile runs it when needed).
 """
 
 from __future__ import annotations

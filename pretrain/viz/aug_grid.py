@@ -1,11 +1,11 @@
 """A picture of MSR's multi-stage views: original | weak 1 | aggressive 1 | weak 2 | aggressive 2.
 
 It draws the views with the project's own transforms, so the picture shows what training sees: t1 =
-:func:`pretrain.augment.weak_transform` (crop and flip), t2 = :func:`pretrain.augment.aggressive_transform`
-applied to the OUTPUT of t1 (:class:`pretrain.augment.MultiStageViews`), hence each aggressive view shares
+:func:`pretrain.data.augment.weak_transform` (crop and flip), t2 = :func:`pretrain.data.augment.aggressive_transform`
+applied to the OUTPUT of t1 (:class:`pretrain.data.augment.MultiStageViews`), hence each aggressive view shares
 the crop of the weak view to its left. With ``AUG.AGGRESSIVE_ON "device"`` the loader makes only the weak
-views (:class:`pretrain.augment.WeakViewsUint8`) and the aggressive ones come from the batched
-:class:`pretrain.device_augment.DeviceAggressiveAugment`, run here on the CPU. One seed fixes every draw,
+views (:class:`pretrain.data.augment.WeakViewsUint8`) and the aggressive ones come from the batched
+:class:`pretrain.data.device_augment.DeviceAggressiveAugment`, run here on the CPU. One seed fixes every draw,
 and the caller's random state is left untouched.
 """
 
@@ -21,15 +21,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .augment import (
+from pretrain.data.augment import (
     MultiStageViews,
     WeakViewsUint8,
     aggressive_transform,
     weak_transform,
 )
-from .data import build_pretrain_dataset
-from .device_augment import DeviceAggressiveAugment
-from .errors import UserError
+from pretrain.data.datasets import build_pretrain_dataset
+from pretrain.data.device_augment import DeviceAggressiveAugment
+from pretrain.utils.errors import UserError
 
 COLUMNS = ("original", "weak view 1\nt1(x)", "aggressive view 1\nt2(weak 1)", "weak view 2\nt1'(x)",
            "aggressive view 2\nt2'(weak 2)")

@@ -8,7 +8,7 @@ import torch
 from timm.optim import Lars
 from torch import nn
 
-from .config import ConfigError, effective_lr
+from pretrain.config import ConfigError, effective_lr
 
 
 def lars_param_groups(model: nn.Module, weight_decay: float) -> List[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from .errors import UserError
+from pretrain.utils.errors import UserError
 
 
 class OutputDirError(UserError):

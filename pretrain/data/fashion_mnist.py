@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .data import DatasetError  # data.py imports this module lazily, so no cycle
+from pretrain.data.datasets import DatasetError  # data.py imports this module lazily, so no cycle
 
 FOLDER = "fashion-mnist"  # sub-folder of DATA.ROOT looked at first
 DEBIAN_PACKAGE = "dataset-fashion-mnist"

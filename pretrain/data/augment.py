@@ -9,7 +9,7 @@ so ``torch.manual_seed`` makes a view reproducible and DataLoader workers get di
 Everything here works on PIL images with torchvision's v1 transforms, one image at a time
 (each image gets its own random parameters). With ``AUG.AGGRESSIVE_ON "device"`` the loader runs
 only t1 (:class:`WeakViewsUint8`) and the engine makes the aggressive views on the training device
-(``pretrain/device_augment.py``).
+(``pretrain/data/device_augment.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-from .methods import VIEW_LAYOUTS, view_layout
+from pretrain.methods import VIEW_LAYOUTS, view_layout
 
 
 
@@ -191,7 +191,7 @@ class WeakViewsUint8:
     them as ``(weak1, weak2)``, uint8 tensors of shape (C, H, W) with values 0-255: no float
     conversion and no normalisation, so a batch is 4x smaller than float32 to collate, pin and
     copy. The engine makes the aggressive views from them on the training device (batched t2
-    with per-image parameters, ``pretrain/device_augment.py``) and normalises the weak views
+    with per-image parameters, ``pretrain/data/device_augment.py``) and normalises the weak views
     there. Every method gets these same two views: MSR and the "AW" modes use them as the weak
     views, BYOL/SimSiam "AA" only as the inputs of the two aggressive views.
 

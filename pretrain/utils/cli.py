@@ -8,9 +8,9 @@ from typing import Callable, Sequence
 
 import yaml
 
-from .config import derived_values
-from .data import KNOWN_TRAIN_SIZES
-from .errors import UserError
+from pretrain.config import derived_values
+from pretrain.data.datasets import KNOWN_TRAIN_SIZES
+from pretrain.utils.errors import UserError
 
 # Errors whose message already tells the user what is wrong and how to fix it.
 USER_ERRORS = (UserError, FileExistsError, FileNotFoundError, PermissionError)

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import distributed as comm
+from pretrain.utils import distributed as comm
 
 
 class _AllReduceSum(torch.autograd.Function):

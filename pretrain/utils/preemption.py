@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from . import distributed as comm
+from pretrain.utils import distributed as comm
 
 # Exit status of a run that saved and stopped on request (EX_TEMPFAIL: "try again later").
 EXIT_PREEMPTED = 75

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .errors import UserError
+from pretrain.utils.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_PLOT_NAME = "curves.png"

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError
+from pretrain.config import ConfigError
 
 DEFAULT_MASTER_PORT = "29500"
 

@@ -24,7 +24,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .errors import UserError, first_line
+from pretrain.utils.errors import UserError, first_line
 
 CHECKPOINT_KIND = "msr_pretrain"
 LINCLS_KIND = "msr_lincls"  # the linear-evaluation checkpoints of transfer/lincls.py

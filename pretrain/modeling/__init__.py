@@ -1,0 +1,1 @@
+"""The networks: ResNet encoders, MLP heads, online and EMA target networks, SyncBN."""

@@ -1,0 +1,1 @@
+"""Infrastructure: distributed processes, errors, preemption, output paths, the tools' CLI."""

@@ -1,0 +1,1 @@
+"""Presentation: metric plots, the augmentation grid and the demo table."""
