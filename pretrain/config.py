@@ -10,12 +10,12 @@ import difflib
 import math
 import os
 import re
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import yaml
 from yacs.config import CfgNode as CN
 
-from pretrain.utils.errors import UserError
+from pretrain.utils.errors import ConfigError
 from pretrain.methods import METHODS, VIEWS
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain")
@@ -202,26 +202,23 @@ CHOICES = {
 }
 
 
-class ConfigError(UserError, ValueError):
-    """A config file or override the user must fix; the message says how."""
-
-
 def get_default_config() -> CN:
     """A fresh, mutable copy of the defaults."""
     return _C.clone()
 
 
-def _all_keys(node: CN, prefix: str = "") -> list:
+def all_keys(node: CN, prefix: str = "") -> list:
+    """Every leaf key of a config tree (yacs or Detectron2), dotted: ["MODEL.WIDTH", ...]."""
     keys = []
     for name, value in node.items():
         full = prefix + name
-        keys.extend(_all_keys(value, full + ".") if isinstance(value, CN) else [full])
+        keys.extend(all_keys(value, full + ".") if isinstance(value, CN) else [full])
     return keys
 
 
 def _unknown_key_error(key: str, defaults: Optional[CN] = None,
                        defined_in: str = "pretrain/config.py") -> ConfigError:
-    candidates = _all_keys(_C if defaults is None else defaults)
+    candidates = all_keys(_C if defaults is None else defaults)
     leaf = key.split(".")[-1].upper()
     same_leaf = [k for k in candidates if k.split(".")[-1] == leaf]  # right name, wrong section
     close = same_leaf or difflib.get_close_matches(key.upper(), candidates, n=1, cutoff=0.5)
@@ -343,16 +340,28 @@ def _override_pairs(opts: Iterable[str]) -> dict:
     return tree
 
 
-def load_config(cfg_file: Optional[str] = None, opts: Iterable[str] = ()) -> CN:
-    """Defaults, then the config file (and its bases), then ``KEY VALUE`` overrides; validated, frozen."""
-    cfg = get_default_config()
+def load_config_tree(defaults: CN, cfg_file: Optional[str], opts: Iterable[str], config_dir: str,
+                     defined_in: str, validate_fn: Callable[[CN], None]) -> CN:
+    """The one config loader: ``defaults``, then the file (and its ``_BASE_`` chain; a bare name is
+    looked up in ``config_dir``), then ``KEY VALUE`` overrides; unknown keys are refused with a hint
+    and the module that defines the keys (``defined_in``); then ``validate_fn``; frozen.
+
+    The pretraining config (:func:`load_config`) and the linear-evaluation one
+    (``transfer.lincls_config``) are both loaded by it.
+    """
+    cfg = defaults.clone()
     if cfg_file:
-        path = resolve_config_path(cfg_file)
-        _merge(cfg, _load_yaml_chain(path), f"config file '{path}'")
-    _merge(cfg, _override_pairs(opts), "command-line overrides")
-    validate(cfg)
+        path = resolve_config_path(cfg_file, config_dir)
+        _merge(cfg, _load_yaml_chain(path), f"config file '{path}'", defaults, defined_in)
+    _merge(cfg, _override_pairs(opts), "command-line overrides", defaults, defined_in)
+    validate_fn(cfg)
     cfg.freeze()
     return cfg
+
+
+def load_config(cfg_file: Optional[str] = None, opts: Iterable[str] = ()) -> CN:
+    """Defaults, then the config file (and its bases), then ``KEY VALUE`` overrides; validated, frozen."""
+    return load_config_tree(_C, cfg_file, opts, CONFIG_DIR, "pretrain/config.py", validate)
 
 
 def config_from_yaml_text(text: str, opts: Iterable[str] = ()) -> CN:

@@ -1,7 +1,7 @@
 """Bad inputs to every tool: each is refused with one paragraph that names the problem and the fix, exit code 2.
 
 One table (``CASES``) of bad inputs, each run through the real tool entry point (``tools/<x>.py``'s
-``parse_args`` and ``main`` under ``pretrain.utils.cli.run_main``) in this process, for speed. Two more cases run
+``parse_args`` and ``main`` under ``pretrain.cli.run_main``) in this process, for speed. Two more cases run
 a tool in a subprocess to check the real exit code and that a traceback appears only with --debug.
 
 Files whose unpickling would run code carry a payload that creates a marker file; every case checks that
@@ -30,7 +30,7 @@ import torch
 
 from pretrain.utils import distributed as comm
 from pretrain.engine.checkpoint import CHECKPOINT_KIND, load_checkpoint
-from pretrain.utils.cli import EXIT_USER_ERROR, run_main
+from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import load_config
 from pretrain.engine.trainer import Pretrainer
 from transfer.convert import convert_backbone, extract_backbone, write_d2_pickle
@@ -231,11 +231,11 @@ CASES = [
          ("MODEL.WEIGHTS '<tmp>/nope.pkl' does not exist", "tools/convert_to_d2.py")),
     # ---- checkpoints of the wrong kind
     Case("lincls-checkpoint-to-convert", "convert_to_d2", ("<lincls_ckpt>", "<tmp>/out.pkl", "--no-verify"),
-         ("is a linear-evaluation checkpoint (kind 'msr_lincls'", "only a linear classifier",
-          "Convert the pretraining checkpoint it evaluated instead: <ckpt>")),
+         ("is a linear-evaluation checkpoint written by tools/lincls.py (kind 'msr_lincls')", "no encoder to convert",
+          "Convert the pretraining checkpoint it was made from instead: <ckpt>")),
     Case("lincls-checkpoint-to-knn", "knn", ("<lincls_ckpt>", *KNN),
          ("'<lincls_ckpt>' is a linear-evaluation checkpoint", "not an MSR pretraining checkpoint",
-          "Pass the pretraining checkpoint it evaluated: <ckpt>")),
+          "Pass the pretraining checkpoint it was made from: <ckpt>")),
     Case("lincls-checkpoint-to-train-det", "train_det", (*DET, "MODEL.WEIGHTS", "<lincls_ckpt>"),
          ("MODEL.WEIGHTS '<lincls_ckpt>' is a linear-evaluation checkpoint", "<ckpt>", "tools/convert_to_d2.py")),
     Case("d2-pickle-to-lincls", "lincls", ("<pkl>", *LINCLS),

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.utils.cli import run_main  # noqa: E402
+from pretrain import run_main  # noqa: E402
 
 TOLERANCE = 1e-4
 

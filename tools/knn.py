@@ -13,12 +13,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.utils.cli import add_common_arguments, parse_tool_args, run_main  # noqa: E402
+from pretrain import add_common_arguments, parse_tool_args, run_main  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> int:
-    from pretrain.utils import distributed as comm
-    from pretrain.engine.knn import knn_from_checkpoint
+    from pretrain import distributed as comm, knn_from_checkpoint
 
     with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
         top1 = knn_from_checkpoint(args.checkpoint, args.cfg, args.opts, args.which)

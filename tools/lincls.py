@@ -17,11 +17,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.utils.cli import add_common_arguments, parse_tool_args, run_main  # noqa: E402
+from pretrain import add_common_arguments, parse_tool_args, run_main  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> int:
-    from pretrain.utils import distributed as comm
+    from pretrain import distributed as comm
     from transfer.lincls import describe_best, run_linear_eval
 
     with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process

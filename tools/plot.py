@@ -14,11 +14,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.utils.cli import parse_tool_args, run_main
+from pretrain import parse_tool_args, run_main
 
 
 def main(args: argparse.Namespace) -> int:
-    from pretrain.viz.plots import plot_runs
+    from pretrain import plot_runs
 
     print(plot_runs(args.run_dirs, args.out))
     return 0

@@ -13,8 +13,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.utils.cli import add_common_arguments, dry_run_text, parse_tool_args, run_main  # noqa: E402
-from pretrain.config import load_config  # noqa: E402
+from pretrain import (  # noqa: E402
+    add_common_arguments,
+    dry_run_text,
+    load_config,
+    parse_tool_args,
+    run_main,
+)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -22,9 +27,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_text(cfg))
         return 0
-    from pretrain.utils import distributed as comm
-    from pretrain.engine.trainer import Pretrainer
-    from pretrain.utils.preemption import EXIT_PREEMPTED
+    from pretrain import EXIT_PREEMPTED, Pretrainer, distributed as comm
 
     with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
         result = Pretrainer(cfg, resume=args.resume).train()

@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.utils.cli import add_common_arguments, parse_tool_args, run_main  # noqa: E402
+from pretrain import add_common_arguments, parse_tool_args, run_main  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> int:

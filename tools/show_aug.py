@@ -15,12 +15,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pretrain.utils.cli import add_common_arguments, parse_tool_args, run_main
-from pretrain.config import load_config
+from pretrain import add_common_arguments, load_config, parse_tool_args, run_main
 
 
 def main(args: argparse.Namespace) -> int:
-    from pretrain.viz.aug_grid import augmentation_grid
+    from pretrain import augmentation_grid
 
     cfg = load_config(args.cfg, args.opts)
     print(augmentation_grid(cfg, args.num_images, args.out, args.seed))

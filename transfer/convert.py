@@ -20,18 +20,19 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from pretrain.engine.checkpoint import (
+from pretrain import (
+    ARCHITECTURES,
     CHECKPOINT_KIND,
-    LINCLS_KIND,
-    lincls_source,
+    ResNet,
+    UserError,
+    describe_derived,
+    ensure_output_dir,
+    first_line,
     save_atomic_bytes,
     torch_load_quietly,
     unreadable_message,
     verify_digest,
 )
-from pretrain.utils.errors import UserError, first_line
-from pretrain.modeling.networks import ARCHITECTURES, ResNet
-from pretrain.utils.paths import ensure_output_dir
 
 AUTHOR = "MSR"
 
@@ -74,10 +75,10 @@ def _flat_state(obj) -> Tuple[Dict[str, torch.Tensor], str]:
 
 def extract_backbone(obj, which: str = "online", source: str = "checkpoint") -> Backbone:
     """Find the ResNet encoder inside a loaded checkpoint and return it with torchvision key names."""
-    if isinstance(obj, dict) and obj.get("kind") == LINCLS_KIND:
-        raise ConversionError(f"{source} is a linear-evaluation checkpoint (kind '{LINCLS_KIND}', written by "
-                              f"tools/lincls.py): it holds only a linear classifier, no encoder to convert. Convert "
-                              f"the pretraining checkpoint it evaluated instead: {lincls_source(obj)}.")
+    derived = describe_derived(obj)
+    if derived is not None:
+        raise ConversionError(f"{source} is {derived[0]}: it holds no encoder to convert. Convert the "
+                              f"pretraining checkpoint it was made from instead: {derived[1]}.")
     flat, style = _flat_state(obj)
     if style == "pretrain":  # this project's checkpoint: model = online network, target = EMA network
         state = obj["model"] if which == "online" else obj.get("target")

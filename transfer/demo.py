@@ -17,13 +17,15 @@ import shutil
 import time
 from typing import Dict, List, Tuple
 
-from pretrain.viz.aug_grid import augmentation_grid
-from pretrain.engine.checkpoint import latest_checkpoint
-from pretrain.config import load_config
-from pretrain.viz.demo import format_table as format_pretraining_table
-from pretrain.viz.demo import DEMO_CONFIG
-from pretrain.viz.demo import run_demo as run_pretraining_demo
-from pretrain.viz.plots import plot_runs
+from pretrain import (
+    DEMO_CONFIG,
+    augmentation_grid,
+    format_demo_table as format_pretraining_table,
+    latest_checkpoint,
+    load_config,
+    plot_runs,
+    run_demo as run_pretraining_demo,
+)
 
 from .convert import Backbone, convert_backbone, extract_backbone, load_weights_file, write_d2_pickle
 from .lincls import run_linear_eval

@@ -25,15 +25,15 @@ from detectron2.modeling import BACKBONE_REGISTRY  # noqa: E402
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet, build_resnet_backbone  # noqa: E402
 
-from pretrain.engine.checkpoint import (  # noqa: E402
+from pretrain import (  # noqa: E402
     CHECKPOINT_KIND,
-    LINCLS_KIND,
-    lincls_source,
+    UserError,
+    all_keys,
+    describe_derived,
+    ensure_output_dir,
     torch_load_quietly,
     unreadable_message,
 )
-from pretrain.utils.errors import UserError  # noqa: E402
-from pretrain.utils.paths import ensure_output_dir  # noqa: E402
 
 from .convert import Backbone, source_encoder  # noqa: E402
 from .safe_pickle import load_weights_pickle  # noqa: E402
@@ -91,17 +91,10 @@ def _merge_overrides(cfg: CfgNode, opts: List[str]) -> None:
         key = next((k for k in opts[0::2] if k in text), None)
         if key is None:
             raise DetectionSetupError(f"Bad override: {text.strip()}") from None
-        keys = _all_keys(cfg)
+        keys = all_keys(cfg)
         close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise DetectionSetupError(f"Bad override '{key}': {text.strip()}.{hint}") from None
-
-
-def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
-    out = []
-    for name, value in node.items():
-        out.extend(_all_keys(value, f"{prefix}{name}.") if isinstance(value, CfgNode) else [prefix + name])
-    return out
 
 
 def load_det_config(name: str, opts: Iterable[str] = (), world_size: int = 1) -> CfgNode:
@@ -225,18 +218,19 @@ def read_torch_weights(path: str):
 
 
 def refuse_project_checkpoints(path: str, state) -> None:
-    """Refuse this project's pretraining and linear-evaluation checkpoints: Detectron2 would skip all their keys."""
+    """Refuse this project's pretraining checkpoints and those made from them (e.g. linear evaluation):
+    Detectron2 would skip all their keys."""
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind == CHECKPOINT_KIND:
         raise DetectionSetupError(
             f"MODEL.WEIGHTS '{path}' is an MSR pretraining checkpoint (kind '{CHECKPOINT_KIND}'), not Detectron2 "
             f"weights: Detectron2 would match none of its keys and silently train from random initialisation. "
             f"Convert it first: tools/convert_to_d2.py {path} OUT.pkl, then pass OUT.pkl as MODEL.WEIGHTS.")
-    if kind == LINCLS_KIND:
+    derived = describe_derived(state)
+    if derived is not None:
         raise DetectionSetupError(
-            f"MODEL.WEIGHTS '{path}' is a linear-evaluation checkpoint (kind '{LINCLS_KIND}', written by "
-            f"tools/lincls.py): it holds only a linear classifier, no backbone. Convert the pretraining checkpoint "
-            f"it evaluated ({lincls_source(state)}) with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl "
+            f"MODEL.WEIGHTS '{path}' is {derived[0]}, not Detectron2 weights. Convert the pretraining checkpoint "
+            f"it was made from ({derived[1]}) with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl "
             f"as MODEL.WEIGHTS.")
 
 

@@ -55,28 +55,40 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, RandomSampler
 from torchvision import transforms as T
 
-from pretrain.utils import distributed as comm
-from pretrain.data.augment import ToRGB, eval_transform, to_normalized_tensor
-from pretrain.engine.checkpoint import (
-    LINCLS_KIND,
+from pretrain import (
+    DERIVED_FROM_KEY,
+    DESCRIPTION_KEY,
     CheckpointError,
+    ConfigError,
+    MetricsWriter,
+    ToRGB,
+    build_eval_datasets,
+    config_from_yaml_text,
+    distributed as comm,
+    ensure_output_dir,
+    eval_transform,
+    first_line,
     load_checkpoint,
+    load_encoder,
+    make_loader,
+    num_classes,
+    process_share,
+    progress_bar,
     read_checkpoint_file,
+    resolve_config_path,
     restore_rng_states,
     rng_states,
     save_atomic,
+    seed_everything,
+    setup_logging,
+    to_normalized_tensor,
 )
-from pretrain.config import ConfigError, config_from_yaml_text, resolve_config_path
-from pretrain.data.datasets import build_eval_datasets, num_classes
-from pretrain.engine.trainer import MetricsWriter, progress_bar, seed_everything, setup_logging
-from pretrain.utils.errors import first_line
-from pretrain.data.loaders import make_loader, process_share
-from pretrain.engine.knn import load_encoder
-from pretrain.utils.paths import ensure_output_dir
 
 from .lincls_config import CONFIG_DIR, load_lincls_config
 
 logger = logging.getLogger("pretrain.lincls")  # a child of the "pretrain" logger: same console and log.txt
+LINCLS_KIND = "msr_lincls"  # the "kind" of the checkpoints this module writes
+LINCLS_DESCRIPTION = "a linear-evaluation checkpoint written by tools/lincls.py"  # how errors name these files
 
 LINCLS_FORMAT_VERSION = 1  # later keys (best_epoch, encoder_bn, encoder_buffers) are optional: no bump needed
 LINCLS_CHECKPOINT = "lincls_checkpoint.pth"
@@ -518,7 +530,8 @@ class LinearEvaluator:
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "epoch": self.epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
                  "last": dict(self.last), "config": self.cfg.dump(),
-                 "pretrain_checkpoint": os.path.abspath(self.checkpoint_path), "which": self.which,
+                 DERIVED_FROM_KEY: os.path.abspath(self.checkpoint_path), DESCRIPTION_KEY: LINCLS_DESCRIPTION,
+                 "which": self.which,
                  "encoder_bn": self.cfg.LINCLS.ENCODER_BN, "rng": rng_states()}
         if self.bn_train:
             state["encoder_buffers"] = {name: buf.detach().clone() for name, buf in self.encoder.named_buffers()}
@@ -534,8 +547,8 @@ class LinearEvaluator:
         if state["which"] != self.which:
             raise CheckpointError(f"'{path}' evaluates the {state['which']} encoder, not the {self.which} one; "
                                   f"pass --which {state['which']} or choose another OUTPUT_DIR.")
-        if os.path.abspath(self.checkpoint_path) != state["pretrain_checkpoint"]:
-            logger.warning(f"Resuming a linear evaluation started on {state['pretrain_checkpoint']} with "
+        if os.path.abspath(self.checkpoint_path) != state[DERIVED_FROM_KEY]:
+            logger.warning(f"Resuming a linear evaluation started on {state[DERIVED_FROM_KEY]} with "
                            f"{os.path.abspath(self.checkpoint_path)}.")
         try:
             self.head.load_state_dict(state["head"])

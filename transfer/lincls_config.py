@@ -3,7 +3,7 @@
 The data set, image size, mean/std and backbone are NOT set here: they come from the pretraining
 config saved in the checkpoint. Protocol files under ``configs/lincls/`` override these defaults
 (yacs style, with ``_BASE_`` inheritance); command-line ``KEY VALUE`` pairs override the files.
-The loading machinery (YAML chain, overrides, unknown-key hints) is the one of pretrain/config.py.
+The loading machinery (YAML chain, overrides, unknown-key hints) is pretrain.load_config_tree.
 """
 
 from __future__ import annotations
@@ -13,14 +13,7 @@ from typing import Iterable, Optional
 
 from yacs.config import CfgNode as CN
 
-from pretrain.config import (
-    _load_yaml_chain,
-    _merge,
-    _override_pairs,
-    check_choices,
-    raise_first_failed,
-    resolve_config_path,
-)
+from pretrain import check_choices, load_config_tree, raise_first_failed
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "lincls")
 DEFINED_IN = "transfer/lincls_config.py"
@@ -96,20 +89,9 @@ def get_default_config() -> CN:
     return _C.clone()
 
 
-def _merge_checked(cfg: CN, data: dict, source: str) -> None:
-    _merge(cfg, data, source, defaults=_C, defined_in=DEFINED_IN)
-
-
 def load_lincls_config(cfg_file: Optional[str] = None, opts: Iterable[str] = ()) -> CN:
     """Defaults, then the protocol file (bare names are looked up in configs/lincls/), then overrides; frozen."""
-    cfg = get_default_config()
-    if cfg_file:
-        path = resolve_config_path(cfg_file, CONFIG_DIR)
-        _merge_checked(cfg, _load_yaml_chain(path), f"config file '{path}'")
-    _merge_checked(cfg, _override_pairs(opts), "command-line overrides")
-    validate(cfg)
-    cfg.freeze()
-    return cfg
+    return load_config_tree(_C, cfg_file, opts, CONFIG_DIR, DEFINED_IN, validate)
 
 
 def validate(cfg: CN) -> None:

@@ -65,10 +65,18 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pretrain.engine.checkpoint import latest_checkpoint, save_atomic_bytes
-from pretrain.config import ConfigError, derived_values, load_config, resolve_config_path
-from pretrain.utils.errors import UserError, first_line
-from pretrain.viz.plots import PlotError, read_metrics
+from pretrain import (
+    ConfigError,
+    PlotError,
+    UserError,
+    derived_values,
+    first_line,
+    latest_checkpoint,
+    load_config,
+    read_metrics,
+    resolve_config_path,
+    save_atomic_bytes,
+)
 
 from .lincls_config import CONFIG_DIR as LINCLS_CONFIG_DIR
 from .lincls_config import load_lincls_config
@@ -494,7 +502,7 @@ def knn_stage(plan: Plan, paths: RunPaths, checkpoint: str, lock_fd: Optional[in
     if curve and curve[-1][0] == step:
         return {"knn_top1": curve[-1][1], "knn_curve": curve, "knn_source": "metrics.jsonl"}
     if plan.nproc == 1:
-        from pretrain.engine.knn import knn_from_checkpoint
+        from pretrain import knn_from_checkpoint
 
         print(f"  kNN of {checkpoint} (knn_from_checkpoint, as tools/knn.py)", flush=True)
         top1 = knn_from_checkpoint(checkpoint)
@@ -660,10 +668,7 @@ def raw_pixel_reference(plan: Plan) -> dict:
     """kNN (config's k, T, cosine) and logistic regression on the flattened normalised eval-transform images."""
     from torch import nn
 
-    from pretrain.utils import distributed as comm
-    from pretrain.data.datasets import num_classes
-    from pretrain.data.loaders import build_eval_loaders
-    from pretrain.engine.knn import knn_top1
+    from pretrain import build_eval_loaders, distributed as comm, knn_top1, num_classes
 
     cfg = plan.base_config()
     base = {"name": "raw_pixels", "label": f"raw pixels ({cfg.DATA.IMAGE_SIZE}x{cfg.DATA.IMAGE_SIZE}, normalised)"}
@@ -690,7 +695,7 @@ def init_reference(plan: Plan) -> dict:
         existing = latest_checkpoint(paths.pretrain)
         if existing:
             return existing
-        from pretrain.engine.trainer import Pretrainer
+        from pretrain import Pretrainer
 
         print(f"  step-0 checkpoint of the untrained network in {paths.pretrain}", flush=True)
         cfg = load_config(plan.cfg, ["SEED", "0", *QUIET, *plan.opts, "OUTPUT_DIR", paths.pretrain])
@@ -739,7 +744,7 @@ RUN_KEYS = ("seed", "knn_top1", "linear_top1", "linear_best_top1", "linear_best_
 
 def budget_of(plan: Plan) -> dict:
     """Epochs / steps / batch of the resolved config and the linear protocol's epochs."""
-    from pretrain.data.datasets import KNOWN_TRAIN_SIZES
+    from pretrain import KNOWN_TRAIN_SIZES
 
     cfg = plan.base_config()
     derived = derived_values(cfg, KNOWN_TRAIN_SIZES.get(cfg.DATA.NAME))

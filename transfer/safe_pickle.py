@@ -13,8 +13,7 @@ import pickle
 
 import numpy as np
 
-from pretrain.engine.checkpoint import UNSAFE
-from pretrain.utils.errors import UserError, first_line
+from pretrain import UNSAFE, UserError, first_line
 
 _CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"  # numpy 2 renamed numpy.core
 _NUMPY_HELPERS = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))

@@ -19,7 +19,7 @@ import random
 import re
 import warnings
 import zipfile
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +27,11 @@ import torch
 from pretrain.utils.errors import UserError, first_line
 
 CHECKPOINT_KIND = "msr_pretrain"
-LINCLS_KIND = "msr_lincls"  # the linear-evaluation checkpoints of transfer/lincls.py
+# A checkpoint made from a pretraining one by another tool (e.g. transfer/lincls.py) names its source under
+# DERIVED_FROM_KEY and says what it is under DESCRIPTION_KEY, so the error for passing it where a pretraining
+# checkpoint is expected can explain it without this module knowing the tool.
+DERIVED_FROM_KEY = "pretrain_checkpoint"
+DESCRIPTION_KEY = "description"  # e.g. "a linear-evaluation checkpoint written by tools/lincls.py"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint_(\d{7})\.pth$")
 UNSAFE = "needs unsafe unpickling"  # the phrase every refusal of a code-running file uses
@@ -244,16 +248,19 @@ def read_checkpoint_file(path: str, map_location="cpu", fix: str = PRETRAIN_CHEC
         raise CheckpointError(unreadable_message(path, err, fix, corrupt_fix)) from None
 
 
-def lincls_source(state: dict) -> str:
-    """The pretraining checkpoint a linear-evaluation checkpoint evaluated (or a placeholder)."""
-    return str(state.get("pretrain_checkpoint") or "the checkpoint_*.pth it was run on")
+def describe_derived(state) -> Optional[Tuple[str, str]]:
+    """(what it is, the pretraining checkpoint it was made from) for a derived checkpoint, else None."""
+    if not isinstance(state, dict) or not state.get(DERIVED_FROM_KEY):
+        return None
+    what = state.get(DESCRIPTION_KEY) or f"a checkpoint of kind '{state.get('kind')}'"
+    return f"{what} (kind '{state.get('kind')}')", str(state[DERIVED_FROM_KEY])
 
 
 def _not_pretraining_message(path: str, state) -> str:
-    if isinstance(state, dict) and state.get("kind") == LINCLS_KIND:
-        return (f"'{path}' is a linear-evaluation checkpoint (kind '{LINCLS_KIND}', written by tools/lincls.py), "
-                f"not an MSR pretraining checkpoint: it holds only a linear classifier. Pass the pretraining "
-                f"checkpoint it evaluated: {lincls_source(state)}.")
+    derived = describe_derived(state)
+    if derived is not None:
+        return (f"'{path}' is {derived[0]}, not an MSR pretraining checkpoint. Pass the pretraining checkpoint "
+                f"it was made from: {derived[1]}.")
     found = state.get("kind", "no 'kind' entry") if isinstance(state, dict) else type(state).__name__
     return (f"'{path}' is not an MSR pretraining checkpoint of this project (found {found}). tools/pretrain.py "
             f"writes checkpoints with kind '{CHECKPOINT_KIND}'; to use other weights for detection, convert them "

@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -61,7 +58,9 @@ from pretrain.engine.checkpoint import (
 from pretrain.config import ConfigError, config_from_yaml_text, effective_lr
 from pretrain.data.datasets import DatasetError, bad_image_report, build_pretrain_dataset, num_classes
 from pretrain.data.device_augment import DeviceAggressiveAugment
+from pretrain.utils.env import seed_everything, use_deterministic_kernels
 from pretrain.utils.errors import UserError
+from pretrain.utils.logger import MetricsWriter, progress_bar, setup_logging
 from pretrain.data.loaders import build_eval_loaders, make_loader
 from pretrain.engine.knn import knn_top1
 from pretrain.methods import Method, method_of, view_layout
@@ -113,22 +112,6 @@ class StepSettings:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     device_augment: Optional[torch.nn.Module] = None  # t2 on the device (AUG.AGGRESSIVE_ON device)
     layout: str = "multi_stage"  # the loader's views for the method (pretrain.methods.VIEW_LAYOUTS)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def use_deterministic_kernels() -> None:
-    """Bitwise-repeatable kernels (DETERMINISTIC true); cuBLAS needs its workspace setting for that.
-
-    An op without a deterministic kernel warns (naming itself) instead of stopping the run.
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
 
 
 def gradient_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
@@ -215,47 +198,6 @@ def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The plain network inside DistributedDataParallel."""
     return module.module if isinstance(module, DistributedDataParallel) else module
-
-
-class MetricsWriter:
-    """Appends JSON lines to metrics.jsonl and mirrors scalars to TensorBoard (main process only)."""
-
-    def __init__(self, output_dir: str, enabled: bool, tag_prefix: str = "pretrain"):
-        self.enabled = enabled
-        self.tag_prefix = tag_prefix
-        self.path = os.path.join(output_dir, "metrics.jsonl")
-        self.tensorboard = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tensorboard = SummaryWriter(log_dir=os.path.join(output_dir, "tensorboard"))
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
-                self.tensorboard.add_scalar(f"{self.tag_prefix}/{key}", value, record["step"])
-
-    def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-def setup_logging(output_dir: str, enabled: bool) -> None:
-    """Log to stdout and OUTPUT_DIR/log.txt on the main process; stay quiet elsewhere."""
-    logger.setLevel(logging.INFO if enabled else logging.WARNING)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    if not enabled:
-        return
-    fmt = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%m/%d %H:%M:%S")
-    for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(output_dir, "log.txt"))):
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
 
 
 class Pretrainer:
@@ -524,9 +466,3 @@ def drop_metrics_after(output_dir: str, step: int) -> None:
     kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
     if len(kept) != len(lines):
         save_atomic_bytes("".join(kept).encode("utf-8"), path)
-
-
-def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar that disappears when done (or does nothing when disabled)."""
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from pretrain.config import ConfigError
+from pretrain.utils.errors import ConfigError
 
 DEFAULT_MASTER_PORT = "29500"
 

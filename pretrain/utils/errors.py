@@ -9,6 +9,10 @@ class UserError(Exception):
     """A problem with the user's input (config, data, checkpoint, paths); the message names the fix."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config file or override the user must fix; the message says how."""
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message ("" when it has none), for one-paragraph errors."""
     text = str(err).strip()

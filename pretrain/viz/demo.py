@@ -62,7 +62,7 @@ def run_demo(output_root: str = "output/demo", extra_opts: Tuple[str, ...] = ())
     return results
 
 
-def format_table(results: dict) -> str:
+def format_demo_table(results: dict) -> str:
     """Markdown table of the representations, then the kNN curve of each run."""
     rows = results["rows"]
     linear = all("linear_top1" in row for row in rows)  # added by the full demo

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pretrain.utils.cli import dry_run_text
+from pretrain.cli import dry_run_text
 from pretrain.config import CONFIG_DIR, ConfigError, derived_values, effective_lr, load_config, resolve_config_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -13,7 +13,7 @@ import pytest
 
 from pretrain.data import fashion_mnist
 from pretrain.data.augment import build_pretrain_transform, eval_transform
-from pretrain.utils.cli import dry_run_text
+from pretrain.cli import dry_run_text
 from pretrain.config import load_config
 from pretrain.data.datasets import DatasetError, build_eval_datasets, build_pretrain_dataset, num_classes
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pretrain.viz.aug_grid import augmentation_grid, grid_views
-from pretrain.utils.cli import EXIT_USER_ERROR, run_main
+from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import load_config
 from pretrain.utils.errors import UserError
 from pretrain.viz.plots import plot_run, plot_runs, read_metrics, run_labels

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from pretrain.engine.checkpoint import CheckpointError, load_checkpoint, save_atomic
-from pretrain.utils.cli import EXIT_USER_ERROR, run_main
+from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import ConfigError, load_config
 from pretrain.engine.trainer import Pretrainer
 from pretrain.engine.knn import load_encoder

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pretrain.utils.cli import EXIT_USER_ERROR, run_main
+from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import ConfigError, load_config
 from transfer import reproduce
 from transfer.reproduce import RowError, build_plan, collect, format_markdown, mean_curve, summarize
