@@ -29,8 +29,10 @@ install: $(STAMP)
 demo: install
 	$(PY) tools/demo.py
 
-# Run the test suite; pytest's exit code 5 (no test collected) counts as a failure.
+# Lint (ruff, configured in pyproject.toml; seconds), then run the test suite; pytest's exit code 5
+# (no test collected) counts as a failure.
 test: install
+	$(VENV)/bin/ruff check .
 	@rc=0; $(PY) -m pytest -q tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -6,7 +6,7 @@ setup(
     name="msr",
     version="0.1.0",
     description="MSR self-supervised pretraining (robust to aggressive augmentations) with kNN, linear "
-                "evaluation and Detectron2 transfer",
+    "evaluation and Detectron2 transfer",
     python_requires=">=3.9",
     packages=find_packages(include=["pretrain", "pretrain.*", "transfer", "transfer.*"]),
     package_data={"pretrain.data": ["resources/*.txt"]},
@@ -27,5 +27,5 @@ setup(
         "pycocotools>=2.0.2",
         "submitit>=1.4",
     ],
-    extras_require={"test": ["pytest>=7.0"]},
+    extras_require={"test": ["pytest>=7.0", "ruff>=0.5"]},
 )

@@ -46,15 +46,19 @@ from benchmarks.common import (  # noqa: E402
     run_key,
     spread,
 )
-from pretrain.data.augment import build_pretrain_transform  # noqa: E402
 from pretrain.config import load_config  # noqa: E402
+from pretrain.data.augment import build_pretrain_transform  # noqa: E402
 
 NAME = "bench_data_pipeline"
 TITLE = "Data pipeline: CPU cost per image (one core)"
-GOAL_MSR_CPU = 1.15   # MSR with CPU t2 / BYOL
+GOAL_MSR_CPU = 1.15  # MSR with CPU t2 / BYOL
 GOAL_MSR_DEVICE = 0.15  # MSR with device t2, loader side / BYOL
 SOURCE_SIZE = {32: 40, 64: 80, 224: 256}
-DEFAULT_IMAGES = {32: 256, 64: 128, 224: 32}  # images per repetition (about 0.5-1 s for all configurations)
+DEFAULT_IMAGES = {
+    32: 256,
+    64: 128,
+    224: 32,
+}  # images per repetition (about 0.5-1 s for all configurations)
 CHUNK = 8  # images per configuration before switching to the next one
 
 CONFIGS = {  # name -> overrides
@@ -66,19 +70,32 @@ CONFIGS = {  # name -> overrides
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 224], help="crop sizes in pixels")
-    parser.add_argument("--repeats", type=int, default=15, help="repetitions; the median is reported")
-    parser.add_argument("--images", type=int, default=0,
-                        help="images per repetition (0: 256 / 128 / 32 at 32 / 64 / 224 px)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[32, 64, 224], help="crop sizes in pixels"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=15, help="repetitions; the median is reported"
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=0,
+        help="images per repetition (0: 256 / 128 / 32 at 32 / 64 / 224 px)",
+    )
     parser.add_argument("--batch", type=int, default=64, help="batch of the device t2 measurement")
-    parser.add_argument("--device", default="cpu", help="where DeviceAggressiveAugment runs (cpu or cuda)")
+    parser.add_argument(
+        "--device", default="cpu", help="where DeviceAggressiveAugment runs (cpu or cuda)"
+    )
     return parser.parse_args(argv)
 
 
 def source_images(size: int, count: int = 16, seed: int = 0):
     side = SOURCE_SIZE.get(size, round(size * 1.25))
     rng = np.random.default_rng(seed)
-    return [Image.fromarray(rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)) for _ in range(count)], side
+    return [
+        Image.fromarray(rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8))
+        for _ in range(count)
+    ], side
 
 
 def config(size: int, overrides):
@@ -106,6 +123,7 @@ def device_t2_runner(size: int, images, batch: int, device: str):
         def run():
             with torch.no_grad():
                 forward(w1), forward(w2), aug.normalize(w1), aug.normalize(w2)
+
         run()  # fail here, not in the timed loop
         return run, None
     except Exception as err:  # noqa: BLE001 - report, do not hide the other columns
@@ -122,7 +140,9 @@ def measure_size(size: int, args) -> dict:
     """
     images, side = source_images(size)
     count = args.images or DEFAULT_IMAGES.get(size, 128)
-    transforms = {name: build_pretrain_transform(config(size, over)) for name, over in CONFIGS.items()}
+    transforms = {
+        name: build_pretrain_transform(config(size, over)) for name, over in CONFIGS.items()
+    }
     device_run, device_note = device_t2_runner(size, images, args.batch, args.device)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     torch.manual_seed(0)
@@ -160,14 +180,23 @@ def measure_size(size: int, args) -> dict:
     def ratio(name):
         return statistics.median(a / b for a, b in zip(per_image[name], per_image["byol_aa_cpu"]))
 
-    result = {"size": size, "source_size": side, "images_per_repeat": count,
-              "ms_per_image": {name: statistics.median(v) for name, v in per_image.items()},
-              "min_ms_per_image": {name: min(v) for name, v in per_image.items()},
-              "spread": {name: spread(v) for name, v in per_image.items()},
-              "ratio_msr_cpu_over_byol": ratio("msr_cpu"), "ratio_msr_device_over_byol": ratio("msr_device")}
+    result = {
+        "size": size,
+        "source_size": side,
+        "images_per_repeat": count,
+        "ms_per_image": {name: statistics.median(v) for name, v in per_image.items()},
+        "min_ms_per_image": {name: min(v) for name, v in per_image.items()},
+        "spread": {name: spread(v) for name, v in per_image.items()},
+        "ratio_msr_cpu_over_byol": ratio("msr_cpu"),
+        "ratio_msr_device_over_byol": ratio("msr_device"),
+    }
     if device_run is not None:
         result["ratio_msr_device_plus_t2_over_byol"] = statistics.median(
-            (a + b) / c for a, b, c in zip(per_image["msr_device"], per_image["device_t2"], per_image["byol_aa_cpu"]))
+            (a + b) / c
+            for a, b, c in zip(
+                per_image["msr_device"], per_image["device_t2"], per_image["byol_aa_cpu"]
+            )
+        )
     else:
         result["device_t2_note"] = device_note
     return result
@@ -176,33 +205,56 @@ def measure_size(size: int, args) -> dict:
 def render(run: dict) -> str:
     dev = run["params"]["device"]
     t2_label = "device t2 run on the CPU" if dev == "cpu" else f"device t2 run on {dev}"
-    headers = ["crop (source) px", "BYOL AA, CPU t2", "MSR, CPU t2", "MSR, device t2: loader side",
-               f"{t2_label} (batch {run['params']['batch']})",
-               f"MSR-CPU / BYOL (goal <= {GOAL_MSR_CPU})", f"MSR-device / BYOL (goal <= {GOAL_MSR_DEVICE})"]
+    headers = [
+        "crop (source) px",
+        "BYOL AA, CPU t2",
+        "MSR, CPU t2",
+        "MSR, device t2: loader side",
+        f"{t2_label} (batch {run['params']['batch']})",
+        f"MSR-CPU / BYOL (goal <= {GOAL_MSR_CPU})",
+        f"MSR-device / BYOL (goal <= {GOAL_MSR_DEVICE})",
+    ]
     rows, notes = [], set()
     for res in run["results"]:
         ms = res["ms_per_image"]
         t2 = fmt(ms.get("device_t2"))
         if "device_t2" not in ms:
             notes.add(res.get("device_t2_note", "not measured"))
-        rows.append([f"{res['size']} ({res['source_size']})", fmt(ms["byol_aa_cpu"]), fmt(ms["msr_cpu"]),
-                     fmt(ms["msr_device"]), t2, goal_mark(res["ratio_msr_cpu_over_byol"], GOAL_MSR_CPU),
-                     goal_mark(res["ratio_msr_device_over_byol"], GOAL_MSR_DEVICE)])
+        rows.append(
+            [
+                f"{res['size']} ({res['source_size']})",
+                fmt(ms["byol_aa_cpu"]),
+                fmt(ms["msr_cpu"]),
+                fmt(ms["msr_device"]),
+                t2,
+                goal_mark(res["ratio_msr_cpu_over_byol"], GOAL_MSR_CPU),
+                goal_mark(res["ratio_msr_device_over_byol"], GOAL_MSR_DEVICE),
+            ]
+        )
     worst = max(max(res["spread"].values()) for res in run["results"])
-    text = ("Milliseconds per image (all of its views), one CPU thread, median of "
-            f"{run['params']['repeats']} repetitions (single repetitions differ by up to {worst * 100:.0f} % on "
-            "this machine; the configurations take turns every 8 images and each ratio is the median of "
-            "per-repetition ratios, which cancels most of that noise).\n\n"
-            + markdown_table(headers, rows))
+    text = (
+        "Milliseconds per image (all of its views), one CPU thread, median of "
+        f"{run['params']['repeats']} repetitions (single repetitions differ by up to {worst * 100:.0f} % on "
+        "this machine; the configurations take turns every 8 images and each ratio is the median of "
+        "per-repetition ratios, which cancels most of that noise).\n\n"
+        + markdown_table(headers, rows)
+    )
     combined = [res for res in run["results"] if "ratio_msr_device_plus_t2_over_byol" in res]
     if combined and run["params"].get("device", "cpu") != "cpu":
-        text += ("\n\nThe device t2 column is time on the GPU per image (batched), which the training step overlaps "
-                 "with nothing else on the CPU: the loader's CPU cost per image is the 'loader side' column alone.")
+        text += (
+            "\n\nThe device t2 column is time on the GPU per image (batched), which the training step overlaps "
+            "with nothing else on the CPU: the loader's CPU cost per image is the 'loader side' column alone."
+        )
     elif combined:
-        text += ("\n\nWith no accelerator, device t2 runs on the training CPU; then the whole MSR cost per image "
-                 "(loader side + device t2 on the CPU) relative to BYOL is: "
-                 + ", ".join(f"{res['size']} px {res['ratio_msr_device_plus_t2_over_byol']:.2f}" for res in combined)
-                 + ".")
+        text += (
+            "\n\nWith no accelerator, device t2 runs on the training CPU; then the whole MSR cost per image "
+            "(loader side + device t2 on the CPU) relative to BYOL is: "
+            + ", ".join(
+                f"{res['size']} px {res['ratio_msr_device_plus_t2_over_byol']:.2f}"
+                for res in combined
+            )
+            + "."
+        )
     for note in sorted(notes):
         text += f"\n\nDevice t2 column: {note}."
     return text
@@ -218,14 +270,30 @@ def main(argv=None) -> None:
         res = measure_size(size, args)
         results.append(res)
         ms = res["ms_per_image"]
-        print(f"{size:4d} px: " + ", ".join(f"{k} {v:.3f} ms" for k, v in ms.items())
-              + f" | MSR-CPU/BYOL {res['ratio_msr_cpu_over_byol']:.3f}, "
-                f"MSR-device/BYOL {res['ratio_msr_device_over_byol']:.3f}", flush=True)
-    params = {"sizes": args.sizes, "repeats": args.repeats, "images": args.images, "batch": args.batch,
-              "device": args.device, "threads": 1}
-    run = {"key": run_key(info, params, ignore=("repeats", "images")), "machine": info, "command": command_line(),
-           "date": now_utc(),
-           "params": params, "results": results, "wall_s": time.perf_counter() - start}
+        print(
+            f"{size:4d} px: "
+            + ", ".join(f"{k} {v:.3f} ms" for k, v in ms.items())
+            + f" | MSR-CPU/BYOL {res['ratio_msr_cpu_over_byol']:.3f}, "
+            f"MSR-device/BYOL {res['ratio_msr_device_over_byol']:.3f}",
+            flush=True,
+        )
+    params = {
+        "sizes": args.sizes,
+        "repeats": args.repeats,
+        "images": args.images,
+        "batch": args.batch,
+        "device": args.device,
+        "threads": 1,
+    }
+    run = {
+        "key": run_key(info, params, ignore=("repeats", "images")),
+        "machine": info,
+        "command": command_line(),
+        "date": now_utc(),
+        "params": params,
+        "results": results,
+        "wall_s": time.perf_counter() - start,
+    }
     print(publish(NAME, run, render, TITLE))
 
 

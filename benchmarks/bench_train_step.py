@@ -60,22 +60,39 @@ METHODS = {  # label -> (overrides, number of views)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
-    parser.add_argument("--width", type=int, default=32, help="channels of the first stage (64 = standard)")
+    parser.add_argument(
+        "--backbone", default="resnet18", choices=["resnet18", "resnet34", "resnet50"]
+    )
+    parser.add_argument(
+        "--width", type=int, default=32, help="channels of the first stage (64 = standard)"
+    )
     parser.add_argument("--stem", default="imagenet", choices=["cifar", "imagenet"])
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="MODEL.COMPILE true (torch.compile the networks)")
-    parser.add_argument("--optimizer-impl", default="auto", choices=["auto", "fused", "foreach", "for_loop"],
-                        help="SOLVER.OPTIMIZER_IMPL")
-    parser.add_argument("--reference", action="store_true",
-                        help="also time a supervised step (one view, encoder + linear classifier): the ceiling")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per method (median reported)")
+    parser.add_argument(
+        "--compile", action="store_true", help="MODEL.COMPILE true (torch.compile the networks)"
+    )
+    parser.add_argument(
+        "--optimizer-impl",
+        default="auto",
+        choices=["auto", "fused", "foreach", "for_loop"],
+        help="SOLVER.OPTIMIZER_IMPL",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also time a supervised step (one view, encoder + linear classifier): the ceiling",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=40, help="timed steps per method (median reported)"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: leave the default)"
+    )
     return parser.parse_args(argv)
 
 
@@ -89,14 +106,50 @@ def build(method_overrides, args, output_dir: str) -> Pretrainer:
     # The loader batch must fit the digits data (1347 images); the step itself uses the tensors given
     # to it, so only the learning rate (irrelevant for timing) depends on this value.
     cfg_batch = min(args.batch, DIGITS_TRAIN_SIZE)
-    opts = ["DATA.NAME", "digits", "DATA.IMAGE_SIZE", str(args.image_size), "DATA.NUM_WORKERS", "0",
-            "MODEL.BACKBONE", args.backbone, "MODEL.WIDTH", str(args.width), "MODEL.STEM", args.stem,
-            "MODEL.HIDDEN_DIM", str(hidden), "MODEL.OUT_DIM", str(out),
-            "MODEL.CHANNELS_LAST", str(args.channels_last), "SOLVER.AMP", args.amp,
-            "MODEL.COMPILE", str(args.compile), "SOLVER.OPTIMIZER_IMPL", args.optimizer_impl,
-            "SOLVER.BATCH_SIZE", str(cfg_batch), "SOLVER.EPOCHS", "1", "SOLVER.MAX_STEPS", "1000000",
-            "SOLVER.WARMUP_EPOCHS", "0", "KNN.PERIOD", "0", "PROGRESS_BAR", "False", "DEVICE", args.device,
-            "SEED", "0", "OUTPUT_DIR", output_dir] + list(method_overrides)
+    opts = [
+        "DATA.NAME",
+        "digits",
+        "DATA.IMAGE_SIZE",
+        str(args.image_size),
+        "DATA.NUM_WORKERS",
+        "0",
+        "MODEL.BACKBONE",
+        args.backbone,
+        "MODEL.WIDTH",
+        str(args.width),
+        "MODEL.STEM",
+        args.stem,
+        "MODEL.HIDDEN_DIM",
+        str(hidden),
+        "MODEL.OUT_DIM",
+        str(out),
+        "MODEL.CHANNELS_LAST",
+        str(args.channels_last),
+        "SOLVER.AMP",
+        args.amp,
+        "MODEL.COMPILE",
+        str(args.compile),
+        "SOLVER.OPTIMIZER_IMPL",
+        args.optimizer_impl,
+        "SOLVER.BATCH_SIZE",
+        str(cfg_batch),
+        "SOLVER.EPOCHS",
+        "1",
+        "SOLVER.MAX_STEPS",
+        "1000000",
+        "SOLVER.WARMUP_EPOCHS",
+        "0",
+        "KNN.PERIOD",
+        "0",
+        "PROGRESS_BAR",
+        "False",
+        "DEVICE",
+        args.device,
+        "SEED",
+        "0",
+        "OUTPUT_DIR",
+        output_dir,
+    ] + list(method_overrides)
     return Pretrainer(load_config(None, opts))
 
 
@@ -107,8 +160,9 @@ def supervised_step_fn(trainer: Pretrainer, batch: int, device: torch.device):
     passes of the target: the throughput ceiling of the same encoder on the same device.
     """
     cfg, s = trainer.cfg, trainer.settings
-    encoder = build_encoder(cfg).to(device, memory_format=torch.channels_last if s.channels_last
-                                    else torch.contiguous_format)
+    encoder = build_encoder(cfg).to(
+        device, memory_format=torch.channels_last if s.channels_last else torch.contiguous_format
+    )
     model = torch.nn.Sequential(encoder, torch.nn.Linear(encoder.out_dim, 1000)).to(device).train()
     if cfg.MODEL.COMPILE:
         model.compile()
@@ -117,13 +171,18 @@ def supervised_step_fn(trainer: Pretrainer, batch: int, device: torch.device):
     labels = torch.randint(0, 1000, (batch,), device=device)
 
     def step(view: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
-            logits = model(view.contiguous(memory_format=torch.channels_last) if s.channels_last else view)
+        with torch.autocast(
+            device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None
+        ):
+            logits = model(
+                view.contiguous(memory_format=torch.channels_last) if s.channels_last else view
+            )
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+
     return step
 
 
@@ -136,8 +195,10 @@ def main(argv=None) -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     info = machine_info(args.device)
     generator = torch.Generator().manual_seed(0)
-    views = [torch.randn(args.batch, 3, args.image_size, args.image_size, generator=generator).to(device)
-             for _ in range(4)]
+    views = [
+        torch.randn(args.batch, 3, args.image_size, args.image_size, generator=generator).to(device)
+        for _ in range(4)
+    ]
 
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {}
@@ -150,7 +211,9 @@ def main(argv=None) -> None:
                 trainer.state.target.train()
 
         labels = list(METHODS) + ([SUPERVISED] if args.reference else [])
-        supervised = supervised_step_fn(trainers["MSR"], args.batch, device) if args.reference else None
+        supervised = (
+            supervised_step_fn(trainers["MSR"], args.batch, device) if args.reference else None
+        )
 
         def step(label):
             sync()
@@ -159,7 +222,9 @@ def main(argv=None) -> None:
                 supervised(views[0])
             else:
                 trainer = trainers[label]
-                train_step(trainer.state, views[:2] if METHODS[label][1] == 2 else views, trainer.settings)
+                train_step(
+                    trainer.state, views[:2] if METHODS[label][1] == 2 else views, trainer.settings
+                )
             sync()
             return time.perf_counter() - tic
 
@@ -175,54 +240,110 @@ def main(argv=None) -> None:
         params_m = sum(p.numel() for p in trainers["MSR"].state.online.parameters()) / 1e6
 
     med = {label: statistics.median(t) for label, t in times.items()}
-    results = {label: {"median_ms": med[label] * 1e3, "images_per_s": args.batch / med[label],
-                       "spread": spread(times[label])} for label in times}
-    ratios = {"msr_over_byol_aw": med["MSR"] / med["BYOL AW"], "msr_over_byol_aa": med["MSR"] / med["BYOL AA"]}
+    results = {
+        label: {
+            "median_ms": med[label] * 1e3,
+            "images_per_s": args.batch / med[label],
+            "spread": spread(times[label]),
+        }
+        for label in times
+    }
+    ratios = {
+        "msr_over_byol_aw": med["MSR"] / med["BYOL AW"],
+        "msr_over_byol_aa": med["MSR"] / med["BYOL AA"],
+    }
     if SUPERVISED in med:
         ratios["msr_over_supervised"] = med["MSR"] / med[SUPERVISED]
     for label, res in results.items():
-        print(f"{label:8s}: {res['median_ms']:.1f} ms/step, {res['images_per_s']:.0f} images/s "
-              f"(spread {res['spread'] * 100:.0f} %)")
-    print(f"MSR / BYOL AW = {ratios['msr_over_byol_aw']:.3f}, MSR / BYOL AA = {ratios['msr_over_byol_aa']:.3f}")
+        print(
+            f"{label:8s}: {res['median_ms']:.1f} ms/step, {res['images_per_s']:.0f} images/s "
+            f"(spread {res['spread'] * 100:.0f} %)"
+        )
+    print(
+        f"MSR / BYOL AW = {ratios['msr_over_byol_aw']:.3f}, MSR / BYOL AA = {ratios['msr_over_byol_aa']:.3f}"
+    )
     params = {k: v for k, v in vars(args).items()}
     if not args.compile and args.optimizer_impl == "auto" and not args.reference:
-        for key in ("compile", "optimizer_impl", "reference"):  # keep the keys of runs made before these options
+        for key in (
+            "compile",
+            "optimizer_impl",
+            "reference",
+        ):  # keep the keys of runs made before these options
             params.pop(key)
-    run = {"key": run_key(info, params, ignore=("steps", "warmup")), "machine": info, "command": command_line(),
-           "date": now_utc(),
-           "params": params, "online_params_M": params_m, "torch_threads": torch.get_num_threads(),
-           "results": results, "ratios": ratios, "wall_s": time.perf_counter() - start}
+    run = {
+        "key": run_key(info, params, ignore=("steps", "warmup")),
+        "machine": info,
+        "command": command_line(),
+        "date": now_utc(),
+        "params": params,
+        "online_params_M": params_m,
+        "torch_threads": torch.get_num_threads(),
+        "results": results,
+        "ratios": ratios,
+        "wall_s": time.perf_counter() - start,
+    }
     print(publish(NAME, run, render, TITLE))
 
 
 def render(run: dict) -> str:
     p, res, ratios = run["params"], run["results"], run["ratios"]
-    setting = (f"{p['backbone']} width {p['width']}, {p['stem']} stem ({run['online_params_M']:.2f} M online "
-               f"parameters), {p['image_size']} px, batch {p['batch']}, device {p['device']}, AMP {p['amp']}"
-               f"{', channels-last' if p['channels_last'] else ''}{', torch.compile' if p.get('compile') else ''}"
-               f"{', optimizer ' + p['optimizer_impl'] if p.get('optimizer_impl', 'auto') != 'auto' else ''}, "
-               f"{run['torch_threads']} CPU thread(s); "
-               f"median of {p['steps']} steps after {p['warmup']} warm-up steps.")
-    headers = ["method", "views per image", "ms / step", "images / s", "spread of steps", "MSR / this"]
+    setting = (
+        f"{p['backbone']} width {p['width']}, {p['stem']} stem ({run['online_params_M']:.2f} M online "
+        f"parameters), {p['image_size']} px, batch {p['batch']}, device {p['device']}, AMP {p['amp']}"
+        f"{', channels-last' if p['channels_last'] else ''}{', torch.compile' if p.get('compile') else ''}"
+        f"{', optimizer ' + p['optimizer_impl'] if p.get('optimizer_impl', 'auto') != 'auto' else ''}, "
+        f"{run['torch_threads']} CPU thread(s); "
+        f"median of {p['steps']} steps after {p['warmup']} warm-up steps."
+    )
+    headers = [
+        "method",
+        "views per image",
+        "ms / step",
+        "images / s",
+        "spread of steps",
+        "MSR / this",
+    ]
     rows = []
     for label, (_, n_views) in METHODS.items():
         r = res[label]
         ratio = "-" if label == "MSR" else goal_mark(res["MSR"]["median_ms"] / r["median_ms"], GOAL)
-        rows.append([label, n_views, f"{r['median_ms']:.1f}", f"{r['images_per_s']:.0f}",
-                     f"{r['spread'] * 100:.0f} %", ratio])
+        rows.append(
+            [
+                label,
+                n_views,
+                f"{r['median_ms']:.1f}",
+                f"{r['images_per_s']:.0f}",
+                f"{r['spread'] * 100:.0f} %",
+                ratio,
+            ]
+        )
     ceiling = ""
     if SUPERVISED in res:
         r = res[SUPERVISED]
-        rows.append([SUPERVISED, 1, f"{r['median_ms']:.1f}", f"{r['images_per_s']:.0f}",
-                     f"{r['spread'] * 100:.0f} %", f"{ratios['msr_over_supervised']:.2f}"])
-        ceiling = (f" The supervised row is the ceiling: one forward-backward per image where MSR runs two "
-                   f"forward-backward passes and two target forward passes (about {MSR_COST_UNITS:.2f}x the work), "
-                   f"so MSR / supervised near {MSR_COST_UNITS:.2f} means MSR's step runs at the encoder's speed "
-                   f"(measured {ratios['msr_over_supervised']:.2f}).")
-    return (setting + "\n\n" + markdown_table(headers, rows)
-            + f"\n\nGoal: MSR / BYOL <= {GOAL} (the paper reports <= {PAPER}). "
-              f"MSR / BYOL AW = {ratios['msr_over_byol_aw']:.3f}, MSR / BYOL AA = {ratios['msr_over_byol_aa']:.3f}."
-            + ceiling)
+        rows.append(
+            [
+                SUPERVISED,
+                1,
+                f"{r['median_ms']:.1f}",
+                f"{r['images_per_s']:.0f}",
+                f"{r['spread'] * 100:.0f} %",
+                f"{ratios['msr_over_supervised']:.2f}",
+            ]
+        )
+        ceiling = (
+            f" The supervised row is the ceiling: one forward-backward per image where MSR runs two "
+            f"forward-backward passes and two target forward passes (about {MSR_COST_UNITS:.2f}x the work), "
+            f"so MSR / supervised near {MSR_COST_UNITS:.2f} means MSR's step runs at the encoder's speed "
+            f"(measured {ratios['msr_over_supervised']:.2f})."
+        )
+    return (
+        setting
+        + "\n\n"
+        + markdown_table(headers, rows)
+        + f"\n\nGoal: MSR / BYOL <= {GOAL} (the paper reports <= {PAPER}). "
+        f"MSR / BYOL AW = {ratios['msr_over_byol_aw']:.3f}, MSR / BYOL AA = {ratios['msr_over_byol_aa']:.3f}."
+        + ceiling
+    )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,10 @@ def machine_info(device: str = "cpu") -> Dict[str, object]:
 def machine_line(info: Dict[str, object]) -> str:
     """One line describing a machine, for the docs."""
     gpu = info.get("gpu", "none")
-    return (f"{info['cpu_model']}, {info['cpu_cores']} cores; GPU: {gpu}; torch {info['torch']}, "
-            f"torchvision {info['torchvision']}, Python {info['python']}; device used: {info['device']}")
+    return (
+        f"{info['cpu_model']}, {info['cpu_cores']} cores; GPU: {gpu}; torch {info['torch']}, "
+        f"torchvision {info['torchvision']}, Python {info['python']}; device used: {info['device']}"
+    )
 
 
 def command_line() -> str:
@@ -145,11 +147,15 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
 
 def run_header(run: dict) -> str:
     """The lines above a run's table: machine, command, date and wall time of the script."""
-    return (f"Machine: {machine_line(run['machine'])}.  \n"
-            f"Command: `{run['command']}` ({run['date']}, the script took {run['wall_s']:.0f} s).")
+    return (
+        f"Machine: {machine_line(run['machine'])}.  \n"
+        f"Command: `{run['command']}` ({run['date']}, the script took {run['wall_s']:.0f} s)."
+    )
 
 
-def update_doc_section(name: str, body: str, title: Optional[str] = None, doc_path: str = DOC_PATH) -> None:
+def update_doc_section(
+    name: str, body: str, title: Optional[str] = None, doc_path: str = DOC_PATH
+) -> None:
     """Replace the text between ``<!-- name:begin -->`` and ``<!-- name:end -->`` in docs/PERFORMANCE.md.
 
     When the markers are missing, a new section (headed ``title``) with them is appended.
@@ -177,8 +183,10 @@ def publish(name: str, run: dict, render: Callable[[dict], str], title: str) -> 
     runs = save_run(name, run)
     body = "\n\n".join(run_header(r) + "\n\n" + render(r) for r in runs)
     update_doc_section(name, body, title)
-    print(f"\nWrote {os.path.relpath(results_path(name), ROOT)} and the '{name}' section of "
-          f"{os.path.relpath(DOC_PATH, ROOT)}")
+    print(
+        f"\nWrote {os.path.relpath(results_path(name), ROOT)} and the '{name}' section of "
+        f"{os.path.relpath(DOC_PATH, ROOT)}"
+    )
     return body
 
 

@@ -41,8 +41,18 @@ VERSION = "0.6"
 # Detectron2 v0.6's run-time dependencies (pkg_resources, used by detectron2.model_zoo, is gone
 # from setuptools >= 80).
 DEPS = [
-    "fvcore", "iopath<0.1.10", "pycocotools", "yacs", "tabulate", "termcolor", "cloudpickle",
-    "matplotlib", "tensorboard", "omegaconf", "hydra-core", "setuptools<80",
+    "fvcore",
+    "iopath<0.1.10",
+    "pycocotools",
+    "yacs",
+    "tabulate",
+    "termcolor",
+    "cloudpickle",
+    "matplotlib",
+    "tensorboard",
+    "omegaconf",
+    "hydra-core",
+    "setuptools<80",
 ]
 # Last pip release that still downloads an sdist whose metadata declares a direct-URL dependency.
 FALLBACK_PIP = "pip==26.2.1"
@@ -50,9 +60,11 @@ DIRECT_URL_REFUSAL = "cannot declare direct URL dependencies"
 # pip warns once per package about this machine's unused local index folders: noise.
 PIP_NOISE = "is ignored: it is neither a file nor a directory"
 INSTALLER_TAG = "msr-tools-install_detectron2"
-GIT_HINT = ("On a machine that can reach GitHub (e.g. a GPU machine), install Detectron2 with its "
-            "compiled ops instead:\n"
-            "    pip install 'git+https://github.com/facebookresearch/detectron2.git'")
+GIT_HINT = (
+    "On a machine that can reach GitHub (e.g. a GPU machine), install Detectron2 with its "
+    "compiled ops instead:\n"
+    "    pip install 'git+https://github.com/facebookresearch/detectron2.git'"
+)
 
 
 def log(msg: str) -> None:
@@ -68,8 +80,9 @@ def run_pip(args: list[str], env: dict | None = None) -> tuple[int, str]:
     """Run `python -m pip ARGS`, echo its output (minus the index-folder noise), return (rc, output)."""
     cmd = [sys.executable, "-m", "pip", *args]
     log("$ pip " + " ".join(args))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -81,8 +94,14 @@ def run_pip(args: list[str], env: dict | None = None) -> tuple[int, str]:
 
 def detectron2_importable() -> bool:
     """True when a fresh interpreter of this venv can `import detectron2`."""
-    return subprocess.run([sys.executable, "-c", "import detectron2"], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
+    return (
+        subprocess.run(
+            [sys.executable, "-c", "import detectron2"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ).returncode
+        == 0
+    )
 
 
 def download_sdist(work: Path) -> Path:
@@ -93,23 +112,40 @@ def download_sdist(work: Path) -> Path:
     if target.is_file():
         log(f"using the sdist already downloaded: {target}")
         return target
-    dl_args = ["download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation", SDIST,
-               "-d", str(dl_dir)]
+    dl_args = [
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--no-build-isolation",
+        SDIST,
+        "-d",
+        str(dl_dir),
+    ]
     rc, out = run_pip(dl_args)
     if rc != 0 and DIRECT_URL_REFUSAL in out:
-        log(f"this pip refuses the sdist's metadata; retrying the download with {FALLBACK_PIP} "
-            f"(unpacked into {work / 'pip'}, the venv's own pip is left as it is)")
+        log(
+            f"this pip refuses the sdist's metadata; retrying the download with {FALLBACK_PIP} "
+            f"(unpacked into {work / 'pip'}, the venv's own pip is left as it is)"
+        )
         pip_dir = work / "pip"
         if not (pip_dir / "pip").is_dir():
             rc, _ = run_pip(["install", "-q", "--no-deps", "--target", str(pip_dir), FALLBACK_PIP])
             if rc != 0:
                 fail(f"could not fetch {FALLBACK_PIP} from the package index.")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(pip_dir)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(
+                [str(pip_dir)]
+                + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+            ),
+        )
         rc, out = run_pip(dl_args, env=env)
     if rc != 0 or not target.is_file():
-        fail(f"downloading the sdist {SDIST} from PyPI failed (pip exit code {rc}; output above). "
-             "Check the network / package index access.")
+        fail(
+            f"downloading the sdist {SDIST} from PyPI failed (pip exit code {rc}; output above). "
+            "Check the network / package index access."
+        )
     return target
 
 
@@ -147,10 +183,14 @@ def copy_package(src: Path) -> Path:
             log(f"replacing the earlier copy at {dest}")
             shutil.rmtree(dest)
         else:
-            fail(f"{dest} exists but `import detectron2` fails and it was not put there by this "
-                 "script: fix or remove that installation first.")
-    log(f"copying {src / 'detectron2'} -> {dest} (Python code and model-zoo configs only; "
-        "no C++/CUDA extension is built)")
+            fail(
+                f"{dest} exists but `import detectron2` fails and it was not put there by this "
+                "script: fix or remove that installation first."
+            )
+    log(
+        f"copying {src / 'detectron2'} -> {dest} (Python code and model-zoo configs only; "
+        "no C++/CUDA extension is built)"
+    )
     shutil.copytree(src / "detectron2", dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
     if info.exists():
@@ -159,7 +199,8 @@ def copy_package(src: Path) -> Path:
     (info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: detectron2\nVersion: {VERSION}\n"
         f"Summary: Detectron2 {VERSION} Python sources from the PyPI sdist {SDIST}, "
-        "without the compiled detectron2._C extension (see transfer/d2compat.py)\n")
+        "without the compiled detectron2._C extension (see transfer/d2compat.py)\n"
+    )
     (info / "INSTALLER").write_text(INSTALLER_TAG + "\n")
     files = [p.relative_to(site).as_posix() for p in sorted(dest.rglob("*")) if p.is_file()]
     files += [f"{info.name}/{name}" for name in ("METADATA", "INSTALLER", "RECORD")]
@@ -169,21 +210,26 @@ def copy_package(src: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--force", action="store_true",
-                        help="reinstall even when `import detectron2` already works")
+    parser.add_argument(
+        "--force", action="store_true", help="reinstall even when `import detectron2` already works"
+    )
     args = parser.parse_args(argv)
 
     if sys.prefix == sys.base_prefix:
-        fail(f"{sys.executable} is not a virtualenv's interpreter; run this with the project's "
-             ".venv/bin/python so that nothing is installed outside the virtualenv.")
+        fail(
+            f"{sys.executable} is not a virtualenv's interpreter; run this with the project's "
+            ".venv/bin/python so that nothing is installed outside the virtualenv."
+        )
     if detectron2_importable() and not args.force:
         log("`import detectron2` already works in this environment: nothing to do.")
         return 0
     try:
         import torch  # noqa: F401  (the sdist's metadata step imports torch)
     except ImportError:
-        fail("torch is not installed in this environment; install the project first "
-             "(`pip install -e .`).")
+        fail(
+            "torch is not installed in this environment; install the project first "
+            "(`pip install -e .`)."
+        )
 
     work = Path(sys.prefix) / "detectron2-src"
     log(f"installing Detectron2 {VERSION} (Python code only) into {sys.prefix}")
@@ -202,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     log("step 4/4: checking `import detectron2`")
     if not detectron2_importable():
         fail(f"`import detectron2` still fails after copying it to {dest}.")
-    log(f"done: detectron2 {VERSION} at {dest}. It has no compiled ops: call "
-        "transfer.d2compat.apply() before using it.")
+    log(
+        f"done: detectron2 {VERSION} at {dest}. It has no compiled ops: call "
+        "transfer.d2compat.apply() before using it."
+    )
     return 0
 
 

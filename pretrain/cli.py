@@ -19,12 +19,19 @@ EXIT_USER_ERROR = 2
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
-                        help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.05 OUTPUT_DIR runs/a")
+    parser.add_argument(
+        "opts",
+        nargs="*",
+        metavar="KEY VALUE",
+        help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.05 OUTPUT_DIR runs/a",
+    )
 
 
 def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse options and KEY VALUE overrides in any order (``CHECKPOINT --cfg X KEY VALUE`` or ``KEY VALUE --cfg X``)."""
+    """Parse options and KEY VALUE overrides in any order.
+
+    ``CHECKPOINT --cfg X KEY VALUE`` and ``KEY VALUE --cfg X`` are the same.
+    """
     args = parser.parse_intermixed_args(argv)
     args.opts = strip_separator(args.opts)
     return args
@@ -47,7 +54,9 @@ def run_main(main: Callable[[argparse.Namespace], int], args: argparse.Namespace
 def dry_run_text(cfg) -> str:
     """The fully resolved config as YAML followed by the derived values (no data is read)."""
     derived = derived_values(cfg, KNOWN_TRAIN_SIZES.get(cfg.DATA.NAME))
-    return cfg.dump() + "\n# derived values\n" + yaml.safe_dump({"derived": derived}, sort_keys=False)
+    return (
+        cfg.dump() + "\n# derived values\n" + yaml.safe_dump({"derived": derived}, sort_keys=False)
+    )
 
 
 def strip_separator(opts: Sequence[str]) -> list:

@@ -15,10 +15,12 @@ from typing import Callable, Iterable, Optional
 import yaml
 from yacs.config import CfgNode as CN
 
-from pretrain.utils.errors import ConfigError
 from pretrain.methods import METHODS, VIEWS
+from pretrain.utils.errors import ConfigError
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain")
+CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "pretrain"
+)
 BASE_KEY = "_BASE_"
 
 _C = CN()
@@ -192,7 +194,16 @@ CHOICES = {
     "EMA.SCHEDULE": ("cosine", "constant"),
     "MODEL.BACKBONE": ("resnet18", "resnet34", "resnet50"),
     "MODEL.STEM": ("cifar", "imagenet"),
-    "DATA.NAME": ("digits", "fashion_mnist", "cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet100", "imagenet"),
+    "DATA.NAME": (
+        "digits",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "tiny_imagenet",
+        "imagenet100",
+        "imagenet",
+    ),
     "SOLVER.OPTIMIZER": ("sgd", "lars"),
     "AUG.AGGRESSIVE_ON": ("cpu", "device"),
     "SOLVER.AMP": ("none", "fp16", "bf16"),
@@ -216,19 +227,26 @@ def all_keys(node: CN, prefix: str = "") -> list:
     return keys
 
 
-def _unknown_key_error(key: str, defaults: Optional[CN] = None,
-                       defined_in: str = "pretrain/config.py") -> ConfigError:
+def _unknown_key_error(
+    key: str, defaults: Optional[CN] = None, defined_in: str = "pretrain/config.py"
+) -> ConfigError:
     candidates = all_keys(_C if defaults is None else defaults)
     leaf = key.split(".")[-1].upper()
     same_leaf = [k for k in candidates if k.split(".")[-1] == leaf]  # right name, wrong section
     close = same_leaf or difflib.get_close_matches(key.upper(), candidates, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"Unknown config key '{key}'.{hint} Every valid key is defined, with a comment, "
-                       f"in {defined_in}.")
+    return ConfigError(
+        f"Unknown config key '{key}'.{hint} Every valid key is defined, with a comment, "
+        f"in {defined_in}."
+    )
 
 
-def _check_keys(data: dict, prefix: str = "", defaults: Optional[CN] = None,
-                defined_in: str = "pretrain/config.py") -> None:
+def _check_keys(
+    data: dict,
+    prefix: str = "",
+    defaults: Optional[CN] = None,
+    defined_in: str = "pretrain/config.py",
+) -> None:
     """Reject keys absent from ``defaults`` (the pretraining defaults unless another tree is given)."""
     for name, value in data.items():
         full = prefix + name
@@ -239,7 +257,9 @@ def _check_keys(data: dict, prefix: str = "", defaults: Optional[CN] = None,
             node = node[part]
         if isinstance(value, dict):
             if not isinstance(node, CN):
-                raise ConfigError(f"Config key '{full}' is a value, not a section; remove the nested keys under it.")
+                raise ConfigError(
+                    f"Config key '{full}' is a value, not a section; remove the nested keys under it."
+                )
             _check_keys(value, full + ".", defaults, defined_in)
         elif isinstance(node, float) and isinstance(value, int) and not isinstance(value, bool):
             data[name] = float(value)  # "SOLVER.BASE_LR 1" means 1.0
@@ -253,7 +273,11 @@ def resolve_config_path(name: str, config_dir: str = CONFIG_DIR) -> str:
     for path in (candidate, candidate + ".yaml"):
         if os.path.isfile(path):
             return path
-    available = sorted(f for f in os.listdir(config_dir) if f.endswith(".yaml")) if os.path.isdir(config_dir) else []
+    available = (
+        sorted(f for f in os.listdir(config_dir) if f.endswith(".yaml"))
+        if os.path.isdir(config_dir)
+        else []
+    )
     close = difflib.get_close_matches(os.path.basename(name), available, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise ConfigError(
@@ -275,13 +299,17 @@ def _load_yaml_chain(path: str, seen: Optional[set] = None) -> dict:
         except yaml.YAMLError as err:
             raise ConfigError(f"Config '{path}' is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"Config '{path}' must be a mapping of KEY: value, got {type(data).__name__}.")
+        raise ConfigError(
+            f"Config '{path}' must be a mapping of KEY: value, got {type(data).__name__}."
+        )
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
     base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
     if not os.path.isfile(base_path):
-        raise ConfigError(f"Config '{path}' names _BASE_ '{base}', which does not exist at {base_path}.")
+        raise ConfigError(
+            f"Config '{path}' names _BASE_ '{base}', which does not exist at {base_path}."
+        )
     return _merge_dicts(_load_yaml_chain(base_path, seen), data)
 
 
@@ -295,8 +323,13 @@ def _merge_dicts(base: dict, update: dict) -> dict:
     return merged
 
 
-def _merge(cfg: CN, data: dict, source: str, defaults: Optional[CN] = None,
-           defined_in: str = "pretrain/config.py") -> None:
+def _merge(
+    cfg: CN,
+    data: dict,
+    source: str,
+    defaults: Optional[CN] = None,
+    defined_in: str = "pretrain/config.py",
+) -> None:
     _check_keys(data, "", defaults, defined_in)
     try:
         cfg.merge_from_other_cfg(CN(data))
@@ -304,10 +337,18 @@ def _merge(cfg: CN, data: dict, source: str, defaults: Optional[CN] = None,
         raise ConfigError(_bad_value_message(err, source)) from None
 
 
-_TYPE_NAMES = {"float": "a number", "int": "an integer", "bool": "True or False", "str": "text",
-               "list": "a list such as [0.2, 1.0]", "tuple": "a list such as [0.2, 1.0]"}
-_MISMATCH = re.compile(r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
-                       r"for config key: (\S+)")
+_TYPE_NAMES = {
+    "float": "a number",
+    "int": "an integer",
+    "bool": "True or False",
+    "str": "text",
+    "list": "a list such as [0.2, 1.0]",
+    "tuple": "a list such as [0.2, 1.0]",
+}
+_MISMATCH = re.compile(
+    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) "
+    r"for config key: (\S+)"
+)
 
 
 def _bad_value_message(err: Exception, source: str) -> str:
@@ -316,8 +357,10 @@ def _bad_value_message(err: Exception, source: str) -> str:
     if not match:
         return f"Bad value in {source}: {err}"
     expected, _, default, value, key = match.groups()
-    return (f"{key} must be {_TYPE_NAMES.get(expected, expected)}, got '{value}' in {source} (the current value "
-            f"is {default}). Fix it in the config file or with a KEY VALUE override, e.g. {key} {default}.")
+    return (
+        f"{key} must be {_TYPE_NAMES.get(expected, expected)}, got '{value}' in {source} (the current value "
+        f"is {default}). Fix it in the config file or with a KEY VALUE override, e.g. {key} {default}."
+    )
 
 
 def _override_pairs(opts: Iterable[str]) -> dict:
@@ -327,7 +370,9 @@ def _override_pairs(opts: Iterable[str]) -> dict:
     tree: dict = {}
     for key, text in zip(opts[0::2], opts[1::2]):
         if key.startswith("-"):
-            raise ConfigError(f"Unknown option '{key}'. Overrides are written KEY VALUE, e.g. SOLVER.BASE_LR 0.05.")
+            raise ConfigError(
+                f"Unknown option '{key}'. Overrides are written KEY VALUE, e.g. SOLVER.BASE_LR 0.05."
+            )
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -340,8 +385,14 @@ def _override_pairs(opts: Iterable[str]) -> dict:
     return tree
 
 
-def load_config_tree(defaults: CN, cfg_file: Optional[str], opts: Iterable[str], config_dir: str,
-                     defined_in: str, validate_fn: Callable[[CN], None]) -> CN:
+def load_config_tree(
+    defaults: CN,
+    cfg_file: Optional[str],
+    opts: Iterable[str],
+    config_dir: str,
+    defined_in: str,
+    validate_fn: Callable[[CN], None],
+) -> CN:
     """The one config loader: ``defaults``, then the file (and its ``_BASE_`` chain; a bare name is
     looked up in ``config_dir``), then ``KEY VALUE`` overrides; unknown keys are refused with a hint
     and the module that defines the keys (``defined_in``); then ``validate_fn``; frozen.
@@ -382,7 +433,9 @@ def check_choices(cfg: CN, choices: dict) -> None:
         if value not in allowed:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{key} = '{value}' is not valid.{hint} Choose one of: {', '.join(allowed)}.")
+            raise ConfigError(
+                f"{key} = '{value}' is not valid.{hint} Choose one of: {', '.join(allowed)}."
+            )
 
 
 def raise_first_failed(checks) -> None:
@@ -402,28 +455,50 @@ def validate(cfg: CN) -> None:
         (sol.REFERENCE_BATCH > 0, f"SOLVER.REFERENCE_BATCH must be > 0, got {sol.REFERENCE_BATCH}"),
         (sol.EPOCHS > 0, f"SOLVER.EPOCHS must be > 0, got {sol.EPOCHS}"),
         (sol.MAX_STEPS >= 0, f"SOLVER.MAX_STEPS must be >= 0, got {sol.MAX_STEPS}"),
-        (0 <= sol.WARMUP_EPOCHS < sol.EPOCHS,
-         f"SOLVER.WARMUP_EPOCHS must be in [0, SOLVER.EPOCHS={sol.EPOCHS}), got {sol.WARMUP_EPOCHS}"),
+        (
+            0 <= sol.WARMUP_EPOCHS < sol.EPOCHS,
+            f"SOLVER.WARMUP_EPOCHS must be in [0, SOLVER.EPOCHS={sol.EPOCHS}), got {sol.WARMUP_EPOCHS}",
+        ),
         (sol.WEIGHT_DECAY >= 0, f"SOLVER.WEIGHT_DECAY must be >= 0, got {sol.WEIGHT_DECAY}"),
         (0 <= cfg.MSR.BETA_BASE <= 1, f"MSR.BETA_BASE must be in [0, 1], got {cfg.MSR.BETA_BASE}"),
         (0 <= cfg.EMA.TAU_BASE <= 1, f"EMA.TAU_BASE must be in [0, 1], got {cfg.EMA.TAU_BASE}"),
         (cfg.MODEL.WIDTH > 0, f"MODEL.WIDTH must be > 0, got {cfg.MODEL.WIDTH}"),
         (cfg.DATA.IMAGE_SIZE >= 8, f"DATA.IMAGE_SIZE must be >= 8, got {cfg.DATA.IMAGE_SIZE}"),
-        (cfg.DATA.EVAL_SIZE == 0 or cfg.DATA.EVAL_SIZE >= 8,
-         f"DATA.EVAL_SIZE must be 0 (= DATA.IMAGE_SIZE) or >= 8, got {cfg.DATA.EVAL_SIZE}"),
-        (len(cfg.DATA.MEAN) == 3 and len(cfg.DATA.STD) == 3 and min(cfg.DATA.STD) > 0,
-         f"DATA.MEAN and DATA.STD need 3 values (RGB), STD > 0; got {cfg.DATA.MEAN}, {cfg.DATA.STD}"),
-        (len(aug.CROP_SCALE) == 2 and 0 < aug.CROP_SCALE[0] <= aug.CROP_SCALE[1] <= 1,
-         f"AUG.CROP_SCALE must be [min, max] with 0 < min <= max <= 1, got {aug.CROP_SCALE}"),
-        (len(aug.BLUR_SIGMA) == 2 and 0 < aug.BLUR_SIGMA[0] <= aug.BLUR_SIGMA[1],
-         f"AUG.BLUR_SIGMA must be [min, max] with 0 < min <= max, got {aug.BLUR_SIGMA}"),
-        (len(aug.JITTER) == 4, f"AUG.JITTER needs 4 values (brightness, contrast, saturation, hue), got {aug.JITTER}"),
-        (all(0 <= p <= 1 for p in (aug.FLIP_PROB, aug.JITTER_PROB, aug.GRAY_PROB, aug.BLUR_PROB)),
-         "AUG.FLIP_PROB, JITTER_PROB, GRAY_PROB and BLUR_PROB must be in [0, 1]"),
-        (cfg.KNN.K > 0 and cfg.KNN.TEMPERATURE > 0,
-         f"KNN.K and KNN.TEMPERATURE must be > 0, got {cfg.KNN.K}, {cfg.KNN.TEMPERATURE}"),
+        (
+            cfg.DATA.EVAL_SIZE == 0 or cfg.DATA.EVAL_SIZE >= 8,
+            f"DATA.EVAL_SIZE must be 0 (= DATA.IMAGE_SIZE) or >= 8, got {cfg.DATA.EVAL_SIZE}",
+        ),
+        (
+            len(cfg.DATA.MEAN) == 3 and len(cfg.DATA.STD) == 3 and min(cfg.DATA.STD) > 0,
+            f"DATA.MEAN and DATA.STD need 3 values (RGB), STD > 0; got {cfg.DATA.MEAN}, {cfg.DATA.STD}",
+        ),
+        (
+            len(aug.CROP_SCALE) == 2 and 0 < aug.CROP_SCALE[0] <= aug.CROP_SCALE[1] <= 1,
+            f"AUG.CROP_SCALE must be [min, max] with 0 < min <= max <= 1, got {aug.CROP_SCALE}",
+        ),
+        (
+            len(aug.BLUR_SIGMA) == 2 and 0 < aug.BLUR_SIGMA[0] <= aug.BLUR_SIGMA[1],
+            f"AUG.BLUR_SIGMA must be [min, max] with 0 < min <= max, got {aug.BLUR_SIGMA}",
+        ),
+        (
+            len(aug.JITTER) == 4,
+            f"AUG.JITTER needs 4 values (brightness, contrast, saturation, hue), got {aug.JITTER}",
+        ),
+        (
+            all(
+                0 <= p <= 1 for p in (aug.FLIP_PROB, aug.JITTER_PROB, aug.GRAY_PROB, aug.BLUR_PROB)
+            ),
+            "AUG.FLIP_PROB, JITTER_PROB, GRAY_PROB and BLUR_PROB must be in [0, 1]",
+        ),
+        (
+            cfg.KNN.K > 0 and cfg.KNN.TEMPERATURE > 0,
+            f"KNN.K and KNN.TEMPERATURE must be > 0, got {cfg.KNN.K}, {cfg.KNN.TEMPERATURE}",
+        ),
         (cfg.CHECKPOINT.PERIOD > 0, f"CHECKPOINT.PERIOD must be > 0, got {cfg.CHECKPOINT.PERIOD}"),
-        (cfg.CHECKPOINT.STEP_PERIOD >= 0, f"CHECKPOINT.STEP_PERIOD must be >= 0, got {cfg.CHECKPOINT.STEP_PERIOD}"),
+        (
+            cfg.CHECKPOINT.STEP_PERIOD >= 0,
+            f"CHECKPOINT.STEP_PERIOD must be >= 0, got {cfg.CHECKPOINT.STEP_PERIOD}",
+        ),
     ]
     raise_first_failed(checks)
 
@@ -437,12 +512,22 @@ def derived_values(cfg: CN, num_train_images: Optional[int] = None) -> dict:
     """Numbers a user wants to see before launching: effective lr, steps per epoch, total and warm-up steps."""
     out = {"effective_lr": effective_lr(cfg), "global_batch_size": cfg.SOLVER.BATCH_SIZE}
     if num_train_images is None:
-        out.update({"steps_per_epoch": "unknown (data size not known)",
-                    "total_steps": cfg.SOLVER.MAX_STEPS or "SOLVER.EPOCHS x steps_per_epoch",
-                    "warmup_steps": "SOLVER.WARMUP_EPOCHS x steps_per_epoch"})
+        out.update(
+            {
+                "steps_per_epoch": "unknown (data size not known)",
+                "total_steps": cfg.SOLVER.MAX_STEPS or "SOLVER.EPOCHS x steps_per_epoch",
+                "warmup_steps": "SOLVER.WARMUP_EPOCHS x steps_per_epoch",
+            }
+        )
         return out
     steps_per_epoch = num_train_images // cfg.SOLVER.BATCH_SIZE
     total = cfg.SOLVER.MAX_STEPS or steps_per_epoch * cfg.SOLVER.EPOCHS
-    out.update({"num_train_images": num_train_images, "steps_per_epoch": steps_per_epoch, "total_steps": total,
-                "warmup_steps": int(math.floor(cfg.SOLVER.WARMUP_EPOCHS * steps_per_epoch))})
+    out.update(
+        {
+            "num_train_images": num_train_images,
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": total,
+            "warmup_steps": int(math.floor(cfg.SOLVER.WARMUP_EPOCHS * steps_per_epoch)),
+        }
+    )
     return out

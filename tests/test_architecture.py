@@ -19,8 +19,17 @@ ALLOWED = {
     "viz": {"utils", "methods", "config", "modeling", "data", "engine"},
     "cli": {"utils", "config", "data"},
 }
-REQUIRED_API = {"load_config", "build_networks", "build_optimizer", "train_step", "msr_loss", "load_checkpoint",
-                "build_pretrain_dataset", "build_eval_datasets", "METHODS"}
+REQUIRED_API = {
+    "load_config",
+    "build_networks",
+    "build_optimizer",
+    "train_step",
+    "msr_loss",
+    "load_checkpoint",
+    "build_pretrain_dataset",
+    "build_eval_datasets",
+    "METHODS",
+}
 
 
 def _python_files(folder):
@@ -65,11 +74,20 @@ def test_layers_inside_pretrain_import_only_downwards():
             continue
         for line, module, _ in _imports(path):
             if module == "transfer" or module.startswith("transfer."):
-                offenders.append((os.path.relpath(path, ROOT), line, module, "pretrain never imports transfer"))
+                offenders.append(
+                    (os.path.relpath(path, ROOT), line, module, "pretrain never imports transfer")
+                )
             if module.startswith("pretrain."):
                 target = module.split(".")[1]
                 if target != part and target not in ALLOWED[part]:
-                    offenders.append((os.path.relpath(path, ROOT), line, module, f"{part} may not import {target}"))
+                    offenders.append(
+                        (
+                            os.path.relpath(path, ROOT),
+                            line,
+                            module,
+                            f"{part} may not import {target}",
+                        )
+                    )
     assert offenders == []
 
 
@@ -81,7 +99,13 @@ def test_transfer_and_tools_use_only_the_public_api():
             for line, module, names in _imports(path):
                 rel = os.path.relpath(path, ROOT)
                 if module.startswith("pretrain."):
-                    offenders.append((rel, line, f"imports {module}: use 'from pretrain import NAME'"))
+                    offenders.append(
+                        (rel, line, f"imports {module}: use 'from pretrain import NAME'")
+                    )
                 elif module == "pretrain":
-                    offenders += [(rel, line, f"'{n}' is not in pretrain.__all__") for n in names if n not in public]
+                    offenders += [
+                        (rel, line, f"'{n}' is not in pretrain.__all__")
+                        for n in names
+                        if n not in public
+                    ]
     assert offenders == []

@@ -28,20 +28,44 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.utils import distributed as comm
-from pretrain.engine.checkpoint import CHECKPOINT_KIND, load_checkpoint
 from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import load_config
+from pretrain.engine.checkpoint import CHECKPOINT_KIND, load_checkpoint
 from pretrain.engine.trainer import Pretrainer
+from pretrain.utils import distributed as comm
 from transfer.convert import convert_backbone, extract_backbone, write_d2_pickle
 from transfer.lincls import LINCLS_CHECKPOINT, run_linear_eval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny pretraining run (width 4, one step, no kNN): if a case were accepted by mistake it would take seconds.
-TINY = ["MODEL.WIDTH", "4", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", "16", "MODEL.STEM", "imagenet",
-        "SOLVER.BATCH_SIZE", "64", "SOLVER.EPOCHS", "1", "SOLVER.MAX_STEPS", "1", "SOLVER.WARMUP_EPOCHS", "0",
-        "DATA.NUM_WORKERS", "0", "KNN.PERIOD", "0", "KNN.AT_START", "False", "PROGRESS_BAR", "False",
-        "DEVICE", "cpu"]
+TINY = [
+    "MODEL.WIDTH",
+    "4",
+    "MODEL.HIDDEN_DIM",
+    "32",
+    "MODEL.OUT_DIM",
+    "16",
+    "MODEL.STEM",
+    "imagenet",
+    "SOLVER.BATCH_SIZE",
+    "64",
+    "SOLVER.EPOCHS",
+    "1",
+    "SOLVER.MAX_STEPS",
+    "1",
+    "SOLVER.WARMUP_EPOCHS",
+    "0",
+    "DATA.NUM_WORKERS",
+    "0",
+    "KNN.PERIOD",
+    "0",
+    "KNN.AT_START",
+    "False",
+    "PROGRESS_BAR",
+    "False",
+    "DEVICE",
+    "cpu",
+]
 QUIET = ["PROGRESS_BAR", "False", "DEVICE", "cpu", "DATA.NUM_WORKERS", "0"]
 SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -62,7 +86,9 @@ class CreatesMarker:
 @functools.cache
 def load_tool(name: str):
     """The module of tools/<name>.py (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -108,19 +134,35 @@ def artifacts(tmp_path_factory, one_torch_thread):
     pkl = str(root / "converted.pkl")
     write_d2_pickle(convert_backbone(extract_backbone(load_checkpoint(ckpt), source=ckpt)), pkl)
     lincls_dir = root / "lincls"
-    run_linear_eval(ckpt, "digits.yaml", QUIET + ["OUTPUT_DIR", str(lincls_dir), "LINCLS.EPOCHS", "1"])
+    run_linear_eval(
+        ckpt, "digits.yaml", QUIET + ["OUTPUT_DIR", str(lincls_dir), "LINCLS.EPOCHS", "1"]
+    )
     reset_pretrain_logging()
-    return {"ckpt": ckpt, "run_dir": str(run_dir), "pkl": pkl, "lincls_ckpt": str(lincls_dir / LINCLS_CHECKPOINT)}
+    return {
+        "ckpt": ckpt,
+        "run_dir": str(run_dir),
+        "pkl": pkl,
+        "lincls_ckpt": str(lincls_dir / LINCLS_CHECKPOINT),
+    }
 
 
 @pytest.fixture
 def paths(artifacts, tmp_path):
     """The module's artifacts plus this test's bad files: unsafe pickles, text, random bytes, a blocking file."""
     marker = tmp_path / "marker_created_by_unpickling"
-    torch.save({"kind": CHECKPOINT_KIND, "model": {"w": torch.zeros(2)}, "payload": CreatesMarker(str(marker))},
-               tmp_path / "evil.pth")
-    evil = {"model": {"stem.conv1.weight": np.zeros((4, 3, 7, 7), np.float32)}, "__author__": "?",
-            "payload": CreatesMarker(str(marker))}
+    torch.save(
+        {
+            "kind": CHECKPOINT_KIND,
+            "model": {"w": torch.zeros(2)},
+            "payload": CreatesMarker(str(marker)),
+        },
+        tmp_path / "evil.pth",
+    )
+    evil = {
+        "model": {"stem.conv1.weight": np.zeros((4, 3, 7, 7), np.float32)},
+        "__author__": "?",
+        "payload": CreatesMarker(str(marker)),
+    }
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps(evil, protocol=pickle.HIGHEST_PROTOCOL))
     (tmp_path / "notes.txt").write_text("these are my notes, not a checkpoint\n")
     (tmp_path / "random.pth").write_bytes(b"\x13\x37" + random.Random(0).randbytes(2000))
@@ -141,12 +183,16 @@ def world_of_three(paths: dict, monkeypatch) -> None:
 def evil_latest_checkpoint(paths: dict, monkeypatch) -> None:
     """OUTPUT_DIR <tmp>/run whose only checkpoint is a file whose unpickling would run code."""
     os.makedirs(os.path.join(paths["tmp"], "run"))
-    shutil.copy(os.path.join(paths["tmp"], "evil.pth"), os.path.join(paths["tmp"], "run", "checkpoint_0000001.pth"))
+    shutil.copy(
+        os.path.join(paths["tmp"], "evil.pth"),
+        os.path.join(paths["tmp"], "run", "checkpoint_0000001.pth"),
+    )
 
 
 def no_fashion_mnist_package(paths: dict, monkeypatch) -> None:
     """As on a machine without Debian's dataset-fashion-mnist (the fallback folder)."""
     from pretrain.data import fashion_mnist
+
     monkeypatch.setattr(fashion_mnist, "debian_folder", lambda: None)
 
 
@@ -179,113 +225,355 @@ class Case:
 PRETRAIN = ("--cfg", "digits_demo.yaml", *TINY, "OUTPUT_DIR", "<tmp>/run")
 LINCLS = ("--cfg", "digits.yaml", *QUIET, "OUTPUT_DIR", "<tmp>/lincls")
 KNN = ("DATA.NUM_WORKERS", "0", "DEVICE", "cpu")
-DET = ("--config", "synthetic_mask_rcnn.yaml", "OUTPUT_DIR", "<tmp>/det", "MSR.SYNTHETIC_ROOT", "<tmp>/synthetic",
-       "SOLVER.MAX_ITER", "1")
+DET = (
+    "--config",
+    "synthetic_mask_rcnn.yaml",
+    "OUTPUT_DIR",
+    "<tmp>/det",
+    "MSR.SYNTHETIC_ROOT",
+    "<tmp>/synthetic",
+    "SOLVER.MAX_ITER",
+    "1",
+)
 UNSAFE = "needs unsafe unpickling"
 
 CASES = [
     # ---- config values and files (tools/pretrain.py; tools/lincls.py and tools/knn.py share the machinery)
-    Case("unknown-key", "pretrain", (*PRETRAIN, "SOLVER.BASE_LRR", "0.1"),
-         ("Unknown config key 'SOLVER.BASE_LRR'", "Did you mean 'SOLVER.BASE_LR'", "pretrain/config.py")),
-    Case("key-in-wrong-section", "pretrain", (*PRETRAIN, "MODEL.BASE_LR", "0.1"),
-         ("Unknown config key 'MODEL.BASE_LR'", "Did you mean 'SOLVER.BASE_LR'")),
-    Case("wrong-type", "pretrain", (*PRETRAIN, "SOLVER.BASE_LR", "abc"),
-         ("SOLVER.BASE_LR must be a number, got 'abc'", "KEY VALUE override")),
-    Case("negative-lr", "pretrain", (*PRETRAIN, "SOLVER.BASE_LR", "-0.1"),
-         ("SOLVER.BASE_LR must be > 0, got -0.1", "KEY VALUE override")),
-    Case("beta-out-of-range", "pretrain", (*PRETRAIN, "MSR.BETA_BASE", "1.5"),
-         ("MSR.BETA_BASE must be in [0, 1], got 1.5",)),
-    Case("invalid-choice", "pretrain", (*PRETRAIN, "METHOD.NAME", "msrr"),
-         ("METHOD.NAME = 'msrr' is not valid", "Did you mean 'msr'", "msr, byol, simsiam, simsiam_msr")),
-    Case("odd-number-of-overrides", "pretrain", (*PRETRAIN, "SOLVER.BASE_LR"),
-         ("KEY VALUE pairs", "'SOLVER.BASE_LR' has no value")),
-    Case("missing-config-file", "pretrain", ("--cfg", "nope.yaml", *TINY),
-         ("Config 'nope.yaml' not found", "configs/pretrain", "digits_demo.yaml")),
-    Case("yaml-not-a-mapping", "pretrain", ("--cfg", "<tmp>/list.yaml", *TINY),
-         ("Config '<tmp>/list.yaml' must be a mapping of KEY: value, got list",)),
-    Case("batch-not-divisible-by-world-size", "pretrain", PRETRAIN,
-         ("SOLVER.BATCH_SIZE 64 (global) is not divisible by the 3 processes", "multiple of 3"),
-         prepare=world_of_three),
+    Case(
+        "unknown-key",
+        "pretrain",
+        (*PRETRAIN, "SOLVER.BASE_LRR", "0.1"),
+        (
+            "Unknown config key 'SOLVER.BASE_LRR'",
+            "Did you mean 'SOLVER.BASE_LR'",
+            "pretrain/config.py",
+        ),
+    ),
+    Case(
+        "key-in-wrong-section",
+        "pretrain",
+        (*PRETRAIN, "MODEL.BASE_LR", "0.1"),
+        ("Unknown config key 'MODEL.BASE_LR'", "Did you mean 'SOLVER.BASE_LR'"),
+    ),
+    Case(
+        "wrong-type",
+        "pretrain",
+        (*PRETRAIN, "SOLVER.BASE_LR", "abc"),
+        ("SOLVER.BASE_LR must be a number, got 'abc'", "KEY VALUE override"),
+    ),
+    Case(
+        "negative-lr",
+        "pretrain",
+        (*PRETRAIN, "SOLVER.BASE_LR", "-0.1"),
+        ("SOLVER.BASE_LR must be > 0, got -0.1", "KEY VALUE override"),
+    ),
+    Case(
+        "beta-out-of-range",
+        "pretrain",
+        (*PRETRAIN, "MSR.BETA_BASE", "1.5"),
+        ("MSR.BETA_BASE must be in [0, 1], got 1.5",),
+    ),
+    Case(
+        "invalid-choice",
+        "pretrain",
+        (*PRETRAIN, "METHOD.NAME", "msrr"),
+        (
+            "METHOD.NAME = 'msrr' is not valid",
+            "Did you mean 'msr'",
+            "msr, byol, simsiam, simsiam_msr",
+        ),
+    ),
+    Case(
+        "odd-number-of-overrides",
+        "pretrain",
+        (*PRETRAIN, "SOLVER.BASE_LR"),
+        ("KEY VALUE pairs", "'SOLVER.BASE_LR' has no value"),
+    ),
+    Case(
+        "missing-config-file",
+        "pretrain",
+        ("--cfg", "nope.yaml", *TINY),
+        ("Config 'nope.yaml' not found", "configs/pretrain", "digits_demo.yaml"),
+    ),
+    Case(
+        "yaml-not-a-mapping",
+        "pretrain",
+        ("--cfg", "<tmp>/list.yaml", *TINY),
+        ("Config '<tmp>/list.yaml' must be a mapping of KEY: value, got list",),
+    ),
+    Case(
+        "batch-not-divisible-by-world-size",
+        "pretrain",
+        PRETRAIN,
+        ("SOLVER.BATCH_SIZE 64 (global) is not divisible by the 3 processes", "multiple of 3"),
+        prepare=world_of_three,
+    ),
     # ---- data
-    Case("imagenet-root-empty", "pretrain", (*PRETRAIN, "DATA.NAME", "imagenet", "DATA.ROOT", "<tmp>/empty"),
-         ("Dataset 'imagenet'", "<tmp>/empty/train does not exist", "Expected layout under DATA.ROOT",
-          "n01440764_10026.JPEG", "val/", "image-net.org", "point DATA.ROOT at the folder")),
-    Case("cifar10-missing-without-download", "pretrain",
-         (*PRETRAIN, "DATA.NAME", "cifar10", "DATA.ROOT", "<tmp>/empty"),
-         ("Dataset 'cifar10'", "cifar-10-batches-py/", "DATA.DOWNLOAD True")),
-    Case("fashion-mnist-missing", "pretrain", (*PRETRAIN, "DATA.NAME", "fashion_mnist", "DATA.ROOT", "<tmp>/empty"),
-         ("Dataset 'fashion_mnist': the IDX files were not found", "<tmp>/empty/fashion-mnist",
-          "apt-get install -y dataset-fashion-mnist", "zalandoresearch/fashion-mnist", "point DATA.ROOT"),
-         prepare=no_fashion_mnist_package),
+    Case(
+        "imagenet-root-empty",
+        "pretrain",
+        (*PRETRAIN, "DATA.NAME", "imagenet", "DATA.ROOT", "<tmp>/empty"),
+        (
+            "Dataset 'imagenet'",
+            "<tmp>/empty/train does not exist",
+            "Expected layout under DATA.ROOT",
+            "n01440764_10026.JPEG",
+            "val/",
+            "image-net.org",
+            "point DATA.ROOT at the folder",
+        ),
+    ),
+    Case(
+        "cifar10-missing-without-download",
+        "pretrain",
+        (*PRETRAIN, "DATA.NAME", "cifar10", "DATA.ROOT", "<tmp>/empty"),
+        ("Dataset 'cifar10'", "cifar-10-batches-py/", "DATA.DOWNLOAD True"),
+    ),
+    Case(
+        "fashion-mnist-missing",
+        "pretrain",
+        (*PRETRAIN, "DATA.NAME", "fashion_mnist", "DATA.ROOT", "<tmp>/empty"),
+        (
+            "Dataset 'fashion_mnist': the IDX files were not found",
+            "<tmp>/empty/fashion-mnist",
+            "apt-get install -y dataset-fashion-mnist",
+            "zalandoresearch/fashion-mnist",
+            "point DATA.ROOT",
+        ),
+        prepare=no_fashion_mnist_package,
+    ),
     # ---- missing checkpoints
-    Case("knn-missing-checkpoint", "knn", ("<tmp>/nope.pth", *KNN),
-         ("Checkpoint '<tmp>/nope.pth' does not exist", "OUTPUT_DIR")),
-    Case("lincls-train-bn-with-cached-features", "lincls", ("<ckpt>", *LINCLS, "LINCLS.ENCODER_BN", "train"),
-         ("LINCLS.ENCODER_BN train cannot be combined with LINCLS.CACHED_FEATURES True",
-          "rsa_official.yaml")),
-    Case("lincls-missing-checkpoint", "lincls", ("<tmp>/nope.pth", *LINCLS),
-         ("Checkpoint '<tmp>/nope.pth' does not exist", "OUTPUT_DIR")),
-    Case("convert-missing-checkpoint", "convert_to_d2", ("<tmp>/nope.pth", "<tmp>/out.pkl", "--no-verify"),
-         ("Checkpoint '<tmp>/nope.pth' does not exist", "checkpoint_*.pth")),
-    Case("train-det-missing-weights", "train_det", (*DET, "MODEL.WEIGHTS", "<tmp>/nope.pkl"),
-         ("MODEL.WEIGHTS '<tmp>/nope.pkl' does not exist", "tools/convert_to_d2.py")),
+    Case(
+        "knn-missing-checkpoint",
+        "knn",
+        ("<tmp>/nope.pth", *KNN),
+        ("Checkpoint '<tmp>/nope.pth' does not exist", "OUTPUT_DIR"),
+    ),
+    Case(
+        "lincls-train-bn-with-cached-features",
+        "lincls",
+        ("<ckpt>", *LINCLS, "LINCLS.ENCODER_BN", "train"),
+        (
+            "LINCLS.ENCODER_BN train cannot be combined with LINCLS.CACHED_FEATURES True",
+            "rsa_official.yaml",
+        ),
+    ),
+    Case(
+        "lincls-missing-checkpoint",
+        "lincls",
+        ("<tmp>/nope.pth", *LINCLS),
+        ("Checkpoint '<tmp>/nope.pth' does not exist", "OUTPUT_DIR"),
+    ),
+    Case(
+        "convert-missing-checkpoint",
+        "convert_to_d2",
+        ("<tmp>/nope.pth", "<tmp>/out.pkl", "--no-verify"),
+        ("Checkpoint '<tmp>/nope.pth' does not exist", "checkpoint_*.pth"),
+    ),
+    Case(
+        "train-det-missing-weights",
+        "train_det",
+        (*DET, "MODEL.WEIGHTS", "<tmp>/nope.pkl"),
+        ("MODEL.WEIGHTS '<tmp>/nope.pkl' does not exist", "tools/convert_to_d2.py"),
+    ),
     # ---- checkpoints of the wrong kind
-    Case("lincls-checkpoint-to-convert", "convert_to_d2", ("<lincls_ckpt>", "<tmp>/out.pkl", "--no-verify"),
-         ("is a linear-evaluation checkpoint written by tools/lincls.py (kind 'msr_lincls')", "no encoder to convert",
-          "Convert the pretraining checkpoint it was made from instead: <ckpt>")),
-    Case("lincls-checkpoint-to-knn", "knn", ("<lincls_ckpt>", *KNN),
-         ("'<lincls_ckpt>' is a linear-evaluation checkpoint", "not an MSR pretraining checkpoint",
-          "Pass the pretraining checkpoint it was made from: <ckpt>")),
-    Case("lincls-checkpoint-to-train-det", "train_det", (*DET, "MODEL.WEIGHTS", "<lincls_ckpt>"),
-         ("MODEL.WEIGHTS '<lincls_ckpt>' is a linear-evaluation checkpoint", "<ckpt>", "tools/convert_to_d2.py")),
-    Case("d2-pickle-to-lincls", "lincls", ("<pkl>", *LINCLS),
-         ("'<pkl>' is a plain pickle file, not a PyTorch checkpoint", "tools/train_det.py", "MODEL.WEIGHTS",
-          "tools/pretrain.py")),
-    Case("d2-pickle-to-knn", "knn", ("<pkl>", *KNN),
-         ("'<pkl>' is a plain pickle file, not a PyTorch checkpoint", "tools/train_det.py", "tools/pretrain.py")),
-    Case("unconverted-checkpoint-to-train-det", "train_det", (*DET, "MODEL.WEIGHTS", "<ckpt>"),
-         ("MODEL.WEIGHTS '<ckpt>' is an MSR pretraining checkpoint", "silently train from random initialisation",
-          "Convert it first: tools/convert_to_d2.py <ckpt> OUT.pkl")),
-    Case("text-file-to-knn", "knn", ("<tmp>/notes.txt", *KNN),
-         ("'<tmp>/notes.txt' is not a PyTorch checkpoint", "corrupt", "Pass a checkpoint written by tools/pretrain")),
-    Case("random-bytes-to-lincls", "lincls", ("<tmp>/random.pth", *LINCLS),
-         ("'<tmp>/random.pth' is not a PyTorch checkpoint", "corrupt", "Pass a checkpoint written by tools/pretrain")),
-    Case("random-bytes-to-convert", "convert_to_d2", ("<tmp>/random.pth", "<tmp>/out.pkl", "--no-verify"),
-         ("'<tmp>/random.pth' is not a PyTorch checkpoint", "Pass a PyTorch checkpoint of a ResNet")),
-    Case("random-bytes-pkl-to-train-det", "train_det", (*DET, "MODEL.WEIGHTS", "<tmp>/random.pkl"),
-         ("'<tmp>/random.pkl' is not a readable weights pickle", "tools/convert_to_d2.py")),
+    Case(
+        "lincls-checkpoint-to-convert",
+        "convert_to_d2",
+        ("<lincls_ckpt>", "<tmp>/out.pkl", "--no-verify"),
+        (
+            "is a linear-evaluation checkpoint written by tools/lincls.py (kind 'msr_lincls')",
+            "no encoder to convert",
+            "Convert the pretraining checkpoint it was made from instead: <ckpt>",
+        ),
+    ),
+    Case(
+        "lincls-checkpoint-to-knn",
+        "knn",
+        ("<lincls_ckpt>", *KNN),
+        (
+            "'<lincls_ckpt>' is a linear-evaluation checkpoint",
+            "not an MSR pretraining checkpoint",
+            "Pass the pretraining checkpoint it was made from: <ckpt>",
+        ),
+    ),
+    Case(
+        "lincls-checkpoint-to-train-det",
+        "train_det",
+        (*DET, "MODEL.WEIGHTS", "<lincls_ckpt>"),
+        (
+            "MODEL.WEIGHTS '<lincls_ckpt>' is a linear-evaluation checkpoint",
+            "<ckpt>",
+            "tools/convert_to_d2.py",
+        ),
+    ),
+    Case(
+        "d2-pickle-to-lincls",
+        "lincls",
+        ("<pkl>", *LINCLS),
+        (
+            "'<pkl>' is a plain pickle file, not a PyTorch checkpoint",
+            "tools/train_det.py",
+            "MODEL.WEIGHTS",
+            "tools/pretrain.py",
+        ),
+    ),
+    Case(
+        "d2-pickle-to-knn",
+        "knn",
+        ("<pkl>", *KNN),
+        (
+            "'<pkl>' is a plain pickle file, not a PyTorch checkpoint",
+            "tools/train_det.py",
+            "tools/pretrain.py",
+        ),
+    ),
+    Case(
+        "unconverted-checkpoint-to-train-det",
+        "train_det",
+        (*DET, "MODEL.WEIGHTS", "<ckpt>"),
+        (
+            "MODEL.WEIGHTS '<ckpt>' is an MSR pretraining checkpoint",
+            "silently train from random initialisation",
+            "Convert it first: tools/convert_to_d2.py <ckpt> OUT.pkl",
+        ),
+    ),
+    Case(
+        "text-file-to-knn",
+        "knn",
+        ("<tmp>/notes.txt", *KNN),
+        (
+            "'<tmp>/notes.txt' is not a PyTorch checkpoint",
+            "corrupt",
+            "Pass a checkpoint written by tools/pretrain",
+        ),
+    ),
+    Case(
+        "random-bytes-to-lincls",
+        "lincls",
+        ("<tmp>/random.pth", *LINCLS),
+        (
+            "'<tmp>/random.pth' is not a PyTorch checkpoint",
+            "corrupt",
+            "Pass a checkpoint written by tools/pretrain",
+        ),
+    ),
+    Case(
+        "random-bytes-to-convert",
+        "convert_to_d2",
+        ("<tmp>/random.pth", "<tmp>/out.pkl", "--no-verify"),
+        ("'<tmp>/random.pth' is not a PyTorch checkpoint", "Pass a PyTorch checkpoint of a ResNet"),
+    ),
+    Case(
+        "random-bytes-pkl-to-train-det",
+        "train_det",
+        (*DET, "MODEL.WEIGHTS", "<tmp>/random.pkl"),
+        ("'<tmp>/random.pkl' is not a readable weights pickle", "tools/convert_to_d2.py"),
+    ),
     # ---- output locations
-    Case("pretrain-output-under-a-file", "pretrain", (*PRETRAIN, "OUTPUT_DIR", "<tmp>/file.txt/run"),
-         ("'<tmp>/file.txt/run'", "'<tmp>/file.txt' is a file, not a folder")),
-    Case("lincls-output-under-a-file", "lincls", ("<ckpt>", *LINCLS, "OUTPUT_DIR", "<tmp>/file.txt/run"),
-         ("Cannot use '<tmp>/file.txt/run' as OUTPUT_DIR of the linear evaluation",
-          "'<tmp>/file.txt' is a file, not a folder", "Choose a folder")),
-    Case("train-det-output-under-a-file", "train_det", (*DET, "OUTPUT_DIR", "<tmp>/file.txt/det"),
-         ("Cannot use '<tmp>/file.txt/det' as OUTPUT_DIR of the detection run",
-          "'<tmp>/file.txt' is a file, not a folder", "Choose a folder")),
-    Case("convert-output-under-a-file", "convert_to_d2", ("<ckpt>", "<tmp>/file.txt/out.pkl", "--no-verify"),
-         ("Cannot use '<tmp>/file.txt' as the folder of the output file '<tmp>/file.txt/out.pkl'",
-          "'<tmp>/file.txt' is a file, not a folder", "Choose a folder")),
-    Case("pretrain-existing-run-without-resume", "pretrain", (*PRETRAIN, "OUTPUT_DIR", "<tmp>/done"),
-         ("OUTPUT_DIR '<tmp>/done' already holds a run", "checkpoint_0000001.pth", "Pass --resume",
-          "choose a new OUTPUT_DIR", "nothing was overwritten"), prepare=finished_run),
-    Case("lincls-existing-evaluation-without-resume", "lincls", ("<ckpt>", *LINCLS, "OUTPUT_DIR", "<tmp>/evaluated"),
-         ("OUTPUT_DIR '<tmp>/evaluated' already holds a linear evaluation", "Pass --resume",
-          "choose another OUTPUT_DIR", "nothing was overwritten"), prepare=finished_evaluation),
+    Case(
+        "pretrain-output-under-a-file",
+        "pretrain",
+        (*PRETRAIN, "OUTPUT_DIR", "<tmp>/file.txt/run"),
+        ("'<tmp>/file.txt/run'", "'<tmp>/file.txt' is a file, not a folder"),
+    ),
+    Case(
+        "lincls-output-under-a-file",
+        "lincls",
+        ("<ckpt>", *LINCLS, "OUTPUT_DIR", "<tmp>/file.txt/run"),
+        (
+            "Cannot use '<tmp>/file.txt/run' as OUTPUT_DIR of the linear evaluation",
+            "'<tmp>/file.txt' is a file, not a folder",
+            "Choose a folder",
+        ),
+    ),
+    Case(
+        "train-det-output-under-a-file",
+        "train_det",
+        (*DET, "OUTPUT_DIR", "<tmp>/file.txt/det"),
+        (
+            "Cannot use '<tmp>/file.txt/det' as OUTPUT_DIR of the detection run",
+            "'<tmp>/file.txt' is a file, not a folder",
+            "Choose a folder",
+        ),
+    ),
+    Case(
+        "convert-output-under-a-file",
+        "convert_to_d2",
+        ("<ckpt>", "<tmp>/file.txt/out.pkl", "--no-verify"),
+        (
+            "Cannot use '<tmp>/file.txt' as the folder of the output file '<tmp>/file.txt/out.pkl'",
+            "'<tmp>/file.txt' is a file, not a folder",
+            "Choose a folder",
+        ),
+    ),
+    Case(
+        "pretrain-existing-run-without-resume",
+        "pretrain",
+        (*PRETRAIN, "OUTPUT_DIR", "<tmp>/done"),
+        (
+            "OUTPUT_DIR '<tmp>/done' already holds a run",
+            "checkpoint_0000001.pth",
+            "Pass --resume",
+            "choose a new OUTPUT_DIR",
+            "nothing was overwritten",
+        ),
+        prepare=finished_run,
+    ),
+    Case(
+        "lincls-existing-evaluation-without-resume",
+        "lincls",
+        ("<ckpt>", *LINCLS, "OUTPUT_DIR", "<tmp>/evaluated"),
+        (
+            "OUTPUT_DIR '<tmp>/evaluated' already holds a linear evaluation",
+            "Pass --resume",
+            "choose another OUTPUT_DIR",
+            "nothing was overwritten",
+        ),
+        prepare=finished_evaluation,
+    ),
     # ---- files whose unpickling would run code
-    Case("unsafe-pickle-to-knn", "knn", ("<tmp>/evil.pth", *KNN),
-         ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "tools/pretrain.py")),
-    Case("unsafe-pickle-to-lincls", "lincls", ("<tmp>/evil.pth", *LINCLS),
-         ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "tools/pretrain.py")),
-    Case("unsafe-pickle-to-convert", "convert_to_d2", ("<tmp>/evil.pth", "<tmp>/out.pkl", "--no-verify"),
-         ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "--allow-unsafe-pickle")),
-    Case("unsafe-pickle-as-resumed-checkpoint", "pretrain", (*PRETRAIN, "--resume"),
-         (f"<tmp>/run/checkpoint_0000001.pth' {UNSAFE}", "None of the 1 checkpoint(s) in '<tmp>/run' can be read",
-          "another OUTPUT_DIR"), prepare=evil_latest_checkpoint),
-    Case("unsafe-pkl-to-train-det", "train_det", (*DET, "MODEL.WEIGHTS", "<tmp>/evil.pkl"),
-         ("'<tmp>/evil.pkl' needs unsafe unpickling", "io.open", "tools/convert_to_d2.py")),
-    Case("unsafe-pth-to-train-det", "train_det", (*DET, "MODEL.WEIGHTS", "<tmp>/evil.pth"),
-         ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "tools/convert_to_d2.py")),
+    Case(
+        "unsafe-pickle-to-knn",
+        "knn",
+        ("<tmp>/evil.pth", *KNN),
+        ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "tools/pretrain.py"),
+    ),
+    Case(
+        "unsafe-pickle-to-lincls",
+        "lincls",
+        ("<tmp>/evil.pth", *LINCLS),
+        ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "tools/pretrain.py"),
+    ),
+    Case(
+        "unsafe-pickle-to-convert",
+        "convert_to_d2",
+        ("<tmp>/evil.pth", "<tmp>/out.pkl", "--no-verify"),
+        ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "--allow-unsafe-pickle"),
+    ),
+    Case(
+        "unsafe-pickle-as-resumed-checkpoint",
+        "pretrain",
+        (*PRETRAIN, "--resume"),
+        (
+            f"<tmp>/run/checkpoint_0000001.pth' {UNSAFE}",
+            "None of the 1 checkpoint(s) in '<tmp>/run' can be read",
+            "another OUTPUT_DIR",
+        ),
+        prepare=evil_latest_checkpoint,
+    ),
+    Case(
+        "unsafe-pkl-to-train-det",
+        "train_det",
+        (*DET, "MODEL.WEIGHTS", "<tmp>/evil.pkl"),
+        ("'<tmp>/evil.pkl' needs unsafe unpickling", "io.open", "tools/convert_to_d2.py"),
+    ),
+    Case(
+        "unsafe-pth-to-train-det",
+        "train_det",
+        (*DET, "MODEL.WEIGHTS", "<tmp>/evil.pth"),
+        ("'<tmp>/evil.pth' needs unsafe unpickling", "io.open", "tools/convert_to_d2.py"),
+    ),
 ]
 
 
@@ -309,9 +597,21 @@ def test_bad_input_is_one_clear_paragraph(case, paths, capsys, monkeypatch):
 @pytest.mark.parametrize("debug", [False, True], ids=["without-debug", "with-debug"])
 def test_exit_code_and_traceback_only_with_debug(paths, debug):
     """A real process: exit code 2 and one paragraph; with --debug the traceback (exit code 1). Never unpickled."""
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "knn.py"), os.path.join(paths["tmp"], "evil.pth"), *KNN]
-    proc = subprocess.run(cmd + (["--debug"] if debug else []), check=False, capture_output=True, text=True,
-                          cwd=ROOT, env=SUB_ENV, timeout=120)
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "knn.py"),
+        os.path.join(paths["tmp"], "evil.pth"),
+        *KNN,
+    ]
+    proc = subprocess.run(
+        cmd + (["--debug"] if debug else []),
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=SUB_ENV,
+        timeout=120,
+    )
     assert proc.returncode == (1 if debug else EXIT_USER_ERROR), proc.stderr
     assert ("Traceback" in proc.stderr) == debug, proc.stderr
     assert UNSAFE in proc.stderr
@@ -335,13 +635,17 @@ def test_a_converted_pickle_still_loads_through_the_safe_paths(paths):
     weights = read_d2_pickle(paths["pkl"])
     source = load_checkpoint(paths["ckpt"])["model"]
     assert torch.equal(weights["stem.conv1.weight"], source["encoder.conv1.weight"])
-    cfg = load_det_config("synthetic_mask_rcnn.yaml", ["MODEL.WEIGHTS", paths["pkl"]] +
-                          backbone_shape_opts("resnet18", 4))
+    cfg = load_det_config(
+        "synthetic_mask_rcnn.yaml",
+        ["MODEL.WEIGHTS", paths["pkl"]] + backbone_shape_opts("resnet18", 4),
+    )
     check_weights_fit(cfg)  # passes: safe to load, right kind, right shapes
     backbone = build_any_width_resnet(cfg, ShapeSpec(channels=3))
     SafeDetectionCheckpointer(backbone).load(paths["pkl"])
-    assert torch.equal(backbone.state_dict()["res5.1.conv2.norm.running_var"],
-                       source["encoder.layer4.1.bn2.running_var"])
+    assert torch.equal(
+        backbone.state_dict()["res5.1.conv2.norm.running_var"],
+        source["encoder.layer4.1.bn2.running_var"],
+    )
 
 
 def test_older_numpy_pickles_load(tmp_path):

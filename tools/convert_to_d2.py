@@ -21,43 +21,72 @@ TOLERANCE = 1e-4
 
 
 def main(args: argparse.Namespace) -> int:
-    from transfer.convert import convert_backbone, extract_backbone, load_weights_file, write_d2_pickle
+    from transfer.convert import (
+        convert_backbone,
+        extract_backbone,
+        load_weights_file,
+        write_d2_pickle,
+    )
 
     obj = load_weights_file(args.checkpoint, args.allow_unsafe_pickle)
     backbone = extract_backbone(obj, args.which, source=f"'{args.checkpoint}'")
     converted = convert_backbone(backbone)
     write_d2_pickle(converted, args.output)
-    print(f"Converted the {args.which} encoder ({backbone.depth}, width {backbone.width}) of {args.checkpoint}: "
-          f"{len(converted)} tensors -> {args.output}")
+    print(
+        f"Converted the {args.which} encoder ({backbone.depth}, width {backbone.width}) of {args.checkpoint}: "
+        f"{len(converted)} tensors -> {args.output}"
+    )
     if args.no_verify:
         return 0
     try:
         from transfer.detection import read_d2_pickle, verify_conversion
     except ImportError as err:
-        print(f"Verification skipped: Detectron2 is not importable ({err}). Install it (see README) or pass "
-              f"--no-verify to silence this.")
+        print(
+            f"Verification skipped: Detectron2 is not importable ({err}). Install it (see README) or pass "
+            f"--no-verify to silence this."
+        )
         return 0
     diffs = verify_conversion(backbone, read_d2_pickle(args.output), args.det_config)
     worst = max(diffs.values())
-    print("Verification (Detectron2 res2..res5 vs source layer1..layer4, eval mode, max |diff|): "
-          + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    print(
+        "Verification (Detectron2 res2..res5 vs source layer1..layer4, eval mode, max |diff|): "
+        + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items())
+    )
     if worst > TOLERANCE:
-        print(f"error: verification FAILED: max |diff| {worst:.3e} > {TOLERANCE:g}", file=sys.stderr)
+        print(
+            f"error: verification FAILED: max |diff| {worst:.3e} > {TOLERANCE:g}", file=sys.stderr
+        )
         return 1
     print(f"Verification passed (max |diff| {worst:.2e} <= {TOLERANCE:g}).")
     return 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="pretraining checkpoint, MoCo/MSR-style checkpoint or torchvision state dict")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "checkpoint",
+        help="pretraining checkpoint, MoCo/MSR-style checkpoint or torchvision state dict",
+    )
     parser.add_argument("output", help="output .pkl for MODEL.WEIGHTS")
-    parser.add_argument("--which", choices=("online", "target"), default="online",
-                        help="online encoder (default) or the EMA target / momentum encoder")
-    parser.add_argument("--no-verify", action="store_true", help="skip the Detectron2 equality check")
-    parser.add_argument("--det-config", default="mask_rcnn_1x.yaml", help="detection config used for verification")
-    parser.add_argument("--allow-unsafe-pickle", action="store_true",
-                        help="load files that need full unpickling (can run code: only for files you trust)")
+    parser.add_argument(
+        "--which",
+        choices=("online", "target"),
+        default="online",
+        help="online encoder (default) or the EMA target / momentum encoder",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the Detectron2 equality check"
+    )
+    parser.add_argument(
+        "--det-config", default="mask_rcnn_1x.yaml", help="detection config used for verification"
+    )
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="load files that need full unpickling (can run code: only for files you trust)",
+    )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return parser.parse_args(argv)
 

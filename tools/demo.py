@@ -29,10 +29,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="output/demo", help="where the demo runs are written (replaced)")
-    parser.add_argument("--det-opts", nargs="+", default=[], metavar="KEY VALUE",
-                        help="overrides for the detection configs, e.g. SOLVER.MAX_ITER 20")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--output-dir", default="output/demo", help="where the demo runs are written (replaced)"
+    )
+    parser.add_argument(
+        "--det-opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="overrides for the detection configs, e.g. SOLVER.MAX_ITER 20",
+    )
     add_common_arguments(parser)
     return parse_tool_args(parser, argv)
 

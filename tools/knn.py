@@ -17,9 +17,12 @@ from pretrain import add_common_arguments, parse_tool_args, run_main  # noqa: E4
 
 
 def main(args: argparse.Namespace) -> int:
-    from pretrain import distributed as comm, knn_from_checkpoint
+    from pretrain import distributed as comm
+    from pretrain import knn_from_checkpoint
 
-    with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
+    with (
+        comm.process_group() as info
+    ):  # torchrun / SLURM environment; nothing to join for a single process
         top1 = knn_from_checkpoint(args.checkpoint, args.cfg, args.opts, args.which)
     if info.rank == 0:
         print(f"kNN top-1: {top1:.2f}")
@@ -27,10 +30,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", help="a checkpoint_*.pth written by tools/pretrain.py")
-    parser.add_argument("--cfg", default=None, help="config name or path (default: the one saved in the checkpoint)")
-    parser.add_argument("--which", choices=("online", "target"), default="online", help="encoder to evaluate")
+    parser.add_argument(
+        "--cfg", default=None, help="config name or path (default: the one saved in the checkpoint)"
+    )
+    parser.add_argument(
+        "--which", choices=("online", "target"), default="online", help="encoder to evaluate"
+    )
     add_common_arguments(parser)
     return parse_tool_args(parser, argv)
 

@@ -24,24 +24,40 @@ def main(args: argparse.Namespace) -> int:
     from pretrain import distributed as comm
     from transfer.lincls import describe_best, run_linear_eval
 
-    with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
+    with (
+        comm.process_group() as info
+    ):  # torchrun / SLURM environment; nothing to join for a single process
         result = run_linear_eval(args.checkpoint, args.cfg, args.opts, args.which, args.resume)
-    if info.rank == 0:  # the last epoch's accuracy is the result; the best epoch is chosen on the test set
-        print(f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  (last of "
-              f"{result['epochs']} epochs)  |  {describe_best(result['best_top1'], result['best_epoch'])}  "
-              f"results in {result['output_dir']}")
+    if (
+        info.rank == 0
+    ):  # the last epoch's accuracy is the result; the best epoch is chosen on the test set
+        print(
+            f"linear evaluation top-1: {result['top1']:.2f}  top-5: {result['top5']:.2f}  (last of "
+            f"{result['epochs']} epochs)  |  {describe_best(result['best_top1'], result['best_epoch'])}  "
+            f"results in {result['output_dir']}"
+        )
     return 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Trailing KEY VALUE pairs override the protocol; every key is "
-                                            "defined, with a comment, in transfer/lincls_config.py.")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Trailing KEY VALUE pairs override the protocol; every key is "
+        "defined, with a comment, in transfer/lincls_config.py.",
+    )
     parser.add_argument("checkpoint", help="a checkpoint_*.pth written by tools/pretrain.py")
-    parser.add_argument("--cfg", default="moco_v2.yaml",
-                        help="protocol name in configs/lincls/ or a path (default: moco_v2.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue the evaluation saved in OUTPUT_DIR")
-    parser.add_argument("--which", choices=("online", "target"), default="online", help="encoder to evaluate")
+    parser.add_argument(
+        "--cfg",
+        default="moco_v2.yaml",
+        help="protocol name in configs/lincls/ or a path (default: moco_v2.yaml)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the evaluation saved in OUTPUT_DIR"
+    )
+    parser.add_argument(
+        "--which", choices=("online", "target"), default="online", help="encoder to evaluate"
+    )
     add_common_arguments(parser)
     return parse_tool_args(parser, argv)
 

@@ -25,11 +25,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="OUTPUT_DIR of a run (holds metrics.jsonl)")
-    parser.add_argument("--out", default=None, help="PNG to write (default: see above); its folder is created")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="OUTPUT_DIR of a run (holds metrics.jsonl)"
+    )
+    parser.add_argument(
+        "--out", default=None, help="PNG to write (default: see above); its folder is created"
+    )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    parser.set_defaults(opts=[])  # no config here, so no KEY VALUE overrides (parse_tool_args expects the field)
+    parser.set_defaults(
+        opts=[]
+    )  # no config here, so no KEY VALUE overrides (parse_tool_args expects the field)
     return parse_tool_args(parser, argv)
 
 

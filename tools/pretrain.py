@@ -27,13 +27,18 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run_text(cfg))
         return 0
-    from pretrain import EXIT_PREEMPTED, Pretrainer, distributed as comm
+    from pretrain import EXIT_PREEMPTED, Pretrainer
+    from pretrain import distributed as comm
 
-    with comm.process_group() as info:  # torchrun / SLURM environment; nothing to join for a single process
+    with (
+        comm.process_group() as info
+    ):  # torchrun / SLURM environment; nothing to join for a single process
         result = Pretrainer(cfg, resume=args.resume).train()
     if result["preempted"]:
         if info.rank == 0:
-            print(f"stopped on request at step {result['step']} after saving; continue with --resume")
+            print(
+                f"stopped on request at step {result['step']} after saving; continue with --resume"
+            )
         return EXIT_PREEMPTED
     if info.rank == 0:
         print(f"done: step {result['step']}, kNN top-1 {result['knn_top1']}")
@@ -41,11 +46,22 @@ def main(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", default="digits_demo.yaml",
-                        help="config name in configs/pretrain/ or a path (default: digits_demo.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and derived values, then exit")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cfg",
+        default="digits_demo.yaml",
+        help="config name in configs/pretrain/ or a path (default: digits_demo.yaml)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config and derived values, then exit",
+    )
     add_common_arguments(parser)
     return parse_tool_args(parser, argv)
 

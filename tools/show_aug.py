@@ -27,13 +27,23 @@ def main(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", default="digits_demo.yaml",
-                        help="config name in configs/pretrain/ or a path (default: digits_demo.yaml)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cfg",
+        default="digits_demo.yaml",
+        help="config name in configs/pretrain/ or a path (default: digits_demo.yaml)",
+    )
     parser.add_argument("--num-images", type=int, default=8, help="rows of the grid (default: 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
-    parser.add_argument("--out", default=os.path.join("output", "aug_grid.png"),
-                        help="PNG to write (default: output/aug_grid.png); its folder is created")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random draw (default: 0)"
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join("output", "aug_grid.png"),
+        help="PNG to write (default: output/aug_grid.png); its folder is created",
+    )
     add_common_arguments(parser)
     return parse_tool_args(parser, argv)
 

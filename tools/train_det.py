@@ -29,28 +29,50 @@ def worker(args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> int:
     from transfer.detection import DetectionSetupError, resolve_det_config
 
-    args.config_file = resolve_det_config(args.config)  # read by Detectron2's default_setup for its log
+    args.config_file = resolve_det_config(
+        args.config
+    )  # read by Detectron2's default_setup for its log
     if args.num_gpus > 1 or args.num_machines > 1:
         import torch
 
         if not torch.cuda.is_available():
-            raise DetectionSetupError("--num-gpus/--num-machines above 1 need CUDA GPUs (NCCL); on the CPU run "
-                                      "one process (--num-gpus 1).")
+            raise DetectionSetupError(
+                "--num-gpus/--num-machines above 1 need CUDA GPUs (NCCL); on the CPU run "
+                "one process (--num-gpus 1)."
+            )
     from detectron2.engine import launch
 
-    launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch(
+        worker,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
     return 0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="config in configs/det/ (or a short name, or a path)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", required=True, help="config in configs/det/ (or a short name, or a path)"
+    )
     parser.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
     parser.add_argument("--num-machines", type=int, default=1, help="number of machines")
-    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
-    parser.add_argument("--dist-url", default="auto", help="rendezvous URL, e.g. tcp://HOST:PORT for several machines")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    parser.add_argument(
+        "--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)"
+    )
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="rendezvous URL, e.g. tcp://HOST:PORT for several machines",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+    )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
     add_common_arguments(parser)
     return parse_tool_args(parser, argv)

@@ -44,8 +44,10 @@ NUMPY_ALIASES = {"int": int, "float": float, "bool": bool, "str": str}
 _APPLIED: List[str] = []  # names of the patches this module applied in this process, in order
 _LOCK = threading.Lock()
 _STUB_MARK = "__d2compat_stub__"
-_STUB_NOTE = ("detectron2._C is an empty stand-in registered by transfer.d2compat: Detectron2 was "
-              "installed without its compiled C++/CUDA ops")
+_STUB_NOTE = (
+    "detectron2._C is an empty stand-in registered by transfer.d2compat: Detectron2 was "
+    "installed without its compiled C++/CUDA ops"
+)
 
 
 class _MissingExtension(types.ModuleType):
@@ -57,7 +59,8 @@ class _MissingExtension(types.ModuleType):
         raise AttributeError(
             f"detectron2._C.{name} is not available: {_STUB_NOTE}. Install Detectron2 from its git "
             "repository (pip install 'git+https://github.com/facebookresearch/detectron2.git') to "
-            "use this op.")
+            "use this op."
+        )
 
 
 def _make_stub() -> types.ModuleType:

@@ -38,15 +38,24 @@ from pretrain import (  # noqa: E402
 from .convert import Backbone, source_encoder  # noqa: E402
 from .safe_pickle import load_weights_pickle  # noqa: E402
 
-logger = logging.getLogger("detectron2.msr_transfer")  # under Detectron2's logger: printed and saved
+logger = logging.getLogger(
+    "detectron2.msr_transfer"
+)  # under Detectron2's logger: printed and saved
 
-DET_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "det")
+DET_CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "det"
+)
 CONFIG_ALIASES = {
     "mask_rcnn_1x.yaml": "mask_rcnn_R50_FPN_1x.yaml",
     "mask_rcnn_2x.yaml": "mask_rcnn_R50_FPN_2x.yaml",
     "keypoint_rcnn_1x.yaml": "keypoint_rcnn_R50_FPN_1x.yaml",
 }
-SYNC_BN_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
+SYNC_BN_KEYS = (
+    "MODEL.RESNETS.NORM",
+    "MODEL.FPN.NORM",
+    "MODEL.ROI_BOX_HEAD.NORM",
+    "MODEL.ROI_MASK_HEAD.NORM",
+)
 DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 
 
@@ -55,8 +64,10 @@ class DetectionSetupError(UserError, ValueError):
 
 
 # What to do instead of passing weights that cannot be loaded safely.
-WEIGHTS_FIX = ("Convert the pretrained checkpoint with tools/convert_to_d2.py CHECKPOINT OUT.pkl (it writes plain "
-               "numpy arrays) and pass OUT.pkl as MODEL.WEIGHTS.")
+WEIGHTS_FIX = (
+    "Convert the pretrained checkpoint with tools/convert_to_d2.py CHECKPOINT OUT.pkl (it writes plain "
+    "numpy arrays) and pass OUT.pkl as MODEL.WEIGHTS."
+)
 REMOTE_PREFIXES = ("detectron2://", "http://", "https://", "catalog://")
 
 
@@ -73,14 +84,21 @@ def resolve_det_config(name: str) -> str:
     if os.path.isfile(name):
         return name
     base = CONFIG_ALIASES.get(name, CONFIG_ALIASES.get(name + ".yaml", name))
-    for candidate in (os.path.join(DET_CONFIG_DIR, base), os.path.join(DET_CONFIG_DIR, base + ".yaml")):
+    for candidate in (
+        os.path.join(DET_CONFIG_DIR, base),
+        os.path.join(DET_CONFIG_DIR, base + ".yaml"),
+    ):
         if os.path.isfile(candidate):
             return candidate
-    available = sorted(list(CONFIG_ALIASES) + [f for f in os.listdir(DET_CONFIG_DIR) if not f.startswith("Base-")])
+    available = sorted(
+        list(CONFIG_ALIASES) + [f for f in os.listdir(DET_CONFIG_DIR) if not f.startswith("Base-")]
+    )
     close = difflib.get_close_matches(name, available, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise DetectionSetupError(f"Detection config '{name}' not found as a path or in configs/det/.{hint} "
-                              f"Available: {', '.join(available)}.")
+    raise DetectionSetupError(
+        f"Detection config '{name}' not found as a path or in configs/det/.{hint} "
+        f"Available: {', '.join(available)}."
+    )
 
 
 def _merge_overrides(cfg: CfgNode, opts: List[str]) -> None:
@@ -137,9 +155,18 @@ def _set(cfg: CfgNode, key: str, value) -> None:
 def backbone_shape_opts(depth: str, width: int) -> List[str]:
     """KEY VALUE overrides that make MODEL.RESNETS a torchvision-style ``depth`` with ``width`` stem channels."""
     res2 = width * (4 if DEPTHS[depth] >= 50 else 1)
-    return ["MODEL.RESNETS.DEPTH", str(DEPTHS[depth]), "MODEL.RESNETS.STEM_OUT_CHANNELS", str(width),
-            "MODEL.RESNETS.RES2_OUT_CHANNELS", str(res2), "MODEL.RESNETS.WIDTH_PER_GROUP", str(width),
-            "MODEL.RESNETS.NUM_GROUPS", "1"]
+    return [
+        "MODEL.RESNETS.DEPTH",
+        str(DEPTHS[depth]),
+        "MODEL.RESNETS.STEM_OUT_CHANNELS",
+        str(width),
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        str(res2),
+        "MODEL.RESNETS.WIDTH_PER_GROUP",
+        str(width),
+        "MODEL.RESNETS.NUM_GROUPS",
+        "1",
+    ]
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -159,18 +186,35 @@ def build_any_width_resnet(cfg: CfgNode, input_shape: ShapeSpec) -> ResNet:
     stages = []
     for index, blocks in enumerate({18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]):
         first_stride = 1 if index == 0 else 2
-        stages.append(ResNet.make_stage(block_class=BasicBlock, num_blocks=blocks,
-                                        stride_per_block=[first_stride] + [1] * (blocks - 1),
-                                        in_channels=in_channels, out_channels=out_channels, norm=norm))
+        stages.append(
+            ResNet.make_stage(
+                block_class=BasicBlock,
+                num_blocks=blocks,
+                stride_per_block=[first_stride] + [1] * (blocks - 1),
+                in_channels=in_channels,
+                out_channels=out_channels,
+                norm=norm,
+            )
+        )
         in_channels, out_channels = out_channels, out_channels * 2
-    return ResNet(stem, stages, out_features=cfg.MODEL.RESNETS.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    return ResNet(
+        stem,
+        stages,
+        out_features=cfg.MODEL.RESNETS.OUT_FEATURES,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+    )
 
 
 def build_msr_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
     """ResNet-FPN like Detectron2's build_resnet_fpn_backbone, over :func:`build_any_width_resnet`."""
-    return FPN(bottom_up=build_any_width_resnet(cfg, input_shape), in_features=cfg.MODEL.FPN.IN_FEATURES,
-               out_channels=cfg.MODEL.FPN.OUT_CHANNELS, norm=cfg.MODEL.FPN.NORM, top_block=LastLevelMaxPool(),
-               fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
+    return FPN(
+        bottom_up=build_any_width_resnet(cfg, input_shape),
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
 
 
 if "build_msr_resnet_fpn_backbone" not in BACKBONE_REGISTRY:
@@ -182,31 +226,47 @@ def read_d2_pickle(path: str) -> Dict[str, torch.Tensor]:
     """The 'model' entry of a converted pickle, as tensors (restricted unpickling: numpy arrays only)."""
     data = load_weights_pickle(path, WEIGHTS_FIX)
     if not isinstance(data, dict) or "model" not in data:
-        raise DetectionSetupError(f"'{path}' is not a Detectron2 weights pickle (no 'model' entry). Convert a "
-                                  f"pretraining checkpoint with tools/convert_to_d2.py first.")
+        raise DetectionSetupError(
+            f"'{path}' is not a Detectron2 weights pickle (no 'model' entry). Convert a "
+            f"pretraining checkpoint with tools/convert_to_d2.py first."
+        )
     return {k: torch.as_tensor(v) for k, v in data["model"].items()}
 
 
-def verify_conversion(backbone: Backbone, d2_weights: Dict[str, torch.Tensor], det_config: str = "mask_rcnn_1x.yaml",
-                      image_size: int = 96, seed: int = 0) -> Dict[str, float]:
+def verify_conversion(
+    backbone: Backbone,
+    d2_weights: Dict[str, torch.Tensor],
+    det_config: str = "mask_rcnn_1x.yaml",
+    image_size: int = 96,
+    seed: int = 0,
+) -> Dict[str, float]:
     """Max |difference| between Detectron2's res2..res5 (loaded with ``d2_weights``) and the source layer1..4.
 
     Both networks run in eval mode (BatchNorm with running statistics) on the same random input.
     """
-    cfg = load_det_config(det_config, backbone_shape_opts(backbone.depth, backbone.width), world_size=1)
+    cfg = load_det_config(
+        det_config, backbone_shape_opts(backbone.depth, backbone.width), world_size=1
+    )
     cfg.MODEL.RESNETS.NORM = "BN"
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     d2_net = build_any_width_resnet(cfg, ShapeSpec(channels=3)).eval()
     missing, unexpected = d2_net.load_state_dict(d2_weights, strict=False)
     if missing or unexpected:
-        raise DetectionSetupError(f"Converted weights do not fit Detectron2's {backbone.depth}: missing "
-                                  f"{missing[:10]}, unexpected {unexpected[:10]}.")
+        raise DetectionSetupError(
+            f"Converted weights do not fit Detectron2's {backbone.depth}: missing "
+            f"{missing[:10]}, unexpected {unexpected[:10]}."
+        )
     source = source_encoder(backbone)
-    images = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    images = torch.randn(
+        2, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed)
+    )
     with torch.no_grad():
         ours = source.forward_stages(images)
         theirs = d2_net(images)
-    return {f"res{i + 2}": (theirs[f"res{i + 2}"] - ours[f"layer{i + 1}"]).abs().max().item() for i in range(4)}
+    return {
+        f"res{i + 2}": (theirs[f"res{i + 2}"] - ours[f"layer{i + 1}"]).abs().max().item()
+        for i in range(4)
+    }
 
 
 def read_torch_weights(path: str):
@@ -225,13 +285,15 @@ def refuse_project_checkpoints(path: str, state) -> None:
         raise DetectionSetupError(
             f"MODEL.WEIGHTS '{path}' is an MSR pretraining checkpoint (kind '{CHECKPOINT_KIND}'), not Detectron2 "
             f"weights: Detectron2 would match none of its keys and silently train from random initialisation. "
-            f"Convert it first: tools/convert_to_d2.py {path} OUT.pkl, then pass OUT.pkl as MODEL.WEIGHTS.")
+            f"Convert it first: tools/convert_to_d2.py {path} OUT.pkl, then pass OUT.pkl as MODEL.WEIGHTS."
+        )
     derived = describe_derived(state)
     if derived is not None:
         raise DetectionSetupError(
             f"MODEL.WEIGHTS '{path}' is {derived[0]}, not Detectron2 weights. Convert the pretraining checkpoint "
             f"it was made from ({derived[1]}) with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl "
-            f"as MODEL.WEIGHTS.")
+            f"as MODEL.WEIGHTS."
+        )
 
 
 def check_weights_fit(cfg: CfgNode) -> None:
@@ -244,26 +306,37 @@ def check_weights_fit(cfg: CfgNode) -> None:
     if not path or path.startswith(REMOTE_PREFIXES):
         return
     if not os.path.isfile(path):
-        raise DetectionSetupError(f"MODEL.WEIGHTS '{path}' does not exist. Convert a pretraining checkpoint "
-                                  f"with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl.")
+        raise DetectionSetupError(
+            f"MODEL.WEIGHTS '{path}' does not exist. Convert a pretraining checkpoint "
+            f"with tools/convert_to_d2.py CHECKPOINT OUT.pkl and pass OUT.pkl."
+        )
     if not path.endswith(".pkl"):
         refuse_project_checkpoints(path, read_torch_weights(path))
         return
     weights = read_d2_pickle(path)
-    expected = {k: tuple(v.shape) for k, v in build_any_width_resnet(cfg, ShapeSpec(channels=3)).state_dict().items()
-                if not k.endswith("num_batches_tracked")}
-    bad = [f"{k} {tuple(weights[k].shape)} vs {shape}" for k, shape in expected.items()
-           if k in weights and tuple(weights[k].shape) != shape]
+    expected = {
+        k: tuple(v.shape)
+        for k, v in build_any_width_resnet(cfg, ShapeSpec(channels=3)).state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+    bad = [
+        f"{k} {tuple(weights[k].shape)} vs {shape}"
+        for k, shape in expected.items()
+        if k in weights and tuple(weights[k].shape) != shape
+    ]
     missing = [k for k in expected if k not in weights]
     if bad or missing:
         width = weights.get("stem.conv1.weight")
-        found = f" (the weights have a stem of {width.shape[0]} channels)" if width is not None else ""
+        found = (
+            f" (the weights have a stem of {width.shape[0]} channels)" if width is not None else ""
+        )
         raise DetectionSetupError(
             f"MODEL.WEIGHTS '{path}' does not fit the backbone of this config (MODEL.RESNETS.DEPTH "
             f"{cfg.MODEL.RESNETS.DEPTH}, STEM_OUT_CHANNELS {cfg.MODEL.RESNETS.STEM_OUT_CHANNELS}, RES2_OUT_CHANNELS "
             f"{cfg.MODEL.RESNETS.RES2_OUT_CHANNELS}){found}: {len(bad)} shape mismatch(es) {bad[:3]}, "
             f"{len(missing)} missing key(s) {missing[:3]}. Detectron2 would silently skip these; set "
-            f"MODEL.RESNETS to the pretrained architecture.")
+            f"MODEL.RESNETS to the pretrained architecture."
+        )
 
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
@@ -280,12 +353,18 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         if filename.endswith(".pkl"):
             data = load_weights_pickle(filename, WEIGHTS_FIX)
             if not isinstance(data, dict):
-                raise DetectionSetupError(f"'{filename}' holds a {type(data).__name__}, not Detectron2 weights (a "
-                                          f"dict). {WEIGHTS_FIX}")
+                raise DetectionSetupError(
+                    f"'{filename}' holds a {type(data).__name__}, not Detectron2 weights (a "
+                    f"dict). {WEIGHTS_FIX}"
+                )
             return _d2_pickle_layout(data)
         loaded = read_torch_weights(filename)
         if filename.endswith(".pyth"):  # pycls
-            state = {k: v for k, v in loaded["model_state"].items() if not k.endswith("num_batches_tracked")}
+            state = {
+                k: v
+                for k, v in loaded["model_state"].items()
+                if not k.endswith("num_batches_tracked")
+            }
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         refuse_project_checkpoints(filename, loaded)
         return loaded if "model" in loaded else {"model": loaded}
@@ -304,7 +383,11 @@ def _d2_pickle_layout(data: dict) -> dict:
 # -------------------------------------------------------------------------------------------- trainer
 def evaluation_tasks(cfg: CfgNode) -> tuple:
     """The COCO tasks of the model's heads: boxes always, masks and keypoints when switched on."""
-    return ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ()) + (("keypoints",) if cfg.MODEL.KEYPOINT_ON else ())
+    return (
+        ("bbox",)
+        + (("segm",) if cfg.MODEL.MASK_ON else ())
+        + (("keypoints",) if cfg.MODEL.KEYPOINT_ON else ())
+    )
 
 
 class ModelCOCOEvaluator(COCOEvaluator):
@@ -337,15 +420,22 @@ class DetectionTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return ModelCOCOEvaluator(dataset_name, tasks=evaluation_tasks(cfg), output_dir=output_folder,
-                                  use_fast_impl=d2compat.has_compiled_ops(), kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
+        return ModelCOCOEvaluator(
+            dataset_name,
+            tasks=evaluation_tasks(cfg),
+            output_dir=output_folder,
+            use_fast_impl=d2compat.has_compiled_ops(),
+            kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+        )
 
 
 # ------------------------------------------------------------------------------------------ data sets
-COCO_LAYOUT = ("$DETECTRON2_DATASETS/coco/  (DETECTRON2_DATASETS defaults to ./datasets)\n"
-               "  annotations/instances_{train,val}2017.json\n"
-               "  annotations/person_keypoints_{train,val}2017.json\n"
-               "  train2017/*.jpg\n  val2017/*.jpg")
+COCO_LAYOUT = (
+    "$DETECTRON2_DATASETS/coco/  (DETECTRON2_DATASETS defaults to ./datasets)\n"
+    "  annotations/instances_{train,val}2017.json\n"
+    "  annotations/person_keypoints_{train,val}2017.json\n"
+    "  train2017/*.jpg\n  val2017/*.jpg"
+)
 
 
 def prepare_datasets(cfg: CfgNode) -> None:
@@ -373,7 +463,8 @@ def prepare_datasets(cfg: CfgNode) -> None:
                 raise DetectionSetupError(
                     f"Data set '{name}' needs {path}, which does not exist. Detectron2 reads COCO from:\n"
                     f"{COCO_LAYOUT}\nDownload COCO 2017 from https://cocodataset.org (train/val images and "
-                    f"annotations), unpack it in that layout and set DETECTRON2_DATASETS to the folder holding coco/.")
+                    f"annotations), unpack it in that layout and set DETECTRON2_DATASETS to the folder holding coco/."
+                )
 
 
 # --------------------------------------------------------------------------------------------- running
@@ -398,8 +489,10 @@ def setup(config: str, opts: Iterable[str] = (), args=None) -> CfgNode:
     if args is not None:
         default_setup(cfg, args)
     if asked_sync_bn and comm.get_world_size() == 1:
-        logger.warning(f"One process: SyncBN needs several, so {', '.join(asked_sync_bn)} use BN instead "
-                       f"(batch statistics of this process only, which is what SyncBN over one process computes).")
+        logger.warning(
+            f"One process: SyncBN needs several, so {', '.join(asked_sync_bn)} use BN instead "
+            f"(batch statistics of this process only, which is what SyncBN over one process computes)."
+        )
     prepare_datasets(cfg)
     return cfg
 
@@ -408,9 +501,13 @@ def train_or_evaluate(cfg: CfgNode, resume: bool = False, eval_only: bool = Fals
     """Fine-tune (resuming from OUTPUT_DIR's last checkpoint when asked) or only evaluate; returns COCO results."""
     if eval_only:
         model = DetectionTrainer.build_model(cfg)
-        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        SafeDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=resume
+        )
         return DetectionTrainer.test(cfg, model)
     trainer = DetectionTrainer(cfg)
     trainer.resume_or_load(resume=resume)
-    results = trainer.train()  # Detectron2 returns the results only when TEST.EXPECTED_RESULTS is set
+    results = (
+        trainer.train()
+    )  # Detectron2 returns the results only when TEST.EXPECTED_RESULTS is set
     return results if results is not None else getattr(trainer, "_last_eval_results", {})

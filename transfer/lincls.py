@@ -64,7 +64,6 @@ from pretrain import (
     ToRGB,
     build_eval_datasets,
     config_from_yaml_text,
-    distributed as comm,
     ensure_output_dir,
     eval_transform,
     first_line,
@@ -83,16 +82,27 @@ from pretrain import (
     setup_logging,
     to_normalized_tensor,
 )
+from pretrain import (
+    distributed as comm,
+)
 
 from .lincls_config import CONFIG_DIR, load_lincls_config
 
-logger = logging.getLogger("pretrain.lincls")  # a child of the "pretrain" logger: same console and log.txt
+logger = logging.getLogger(
+    "pretrain.lincls"
+)  # a child of the "pretrain" logger: same console and log.txt
 LINCLS_KIND = "msr_lincls"  # the "kind" of the checkpoints this module writes
-LINCLS_DESCRIPTION = "a linear-evaluation checkpoint written by tools/lincls.py"  # how errors name these files
+LINCLS_DESCRIPTION = (
+    "a linear-evaluation checkpoint written by tools/lincls.py"  # how errors name these files
+)
 
-LINCLS_FORMAT_VERSION = 1  # later keys (best_epoch, encoder_bn, encoder_buffers) are optional: no bump needed
+LINCLS_FORMAT_VERSION = (
+    1  # later keys (best_epoch, encoder_bn, encoder_buffers) are optional: no bump needed
+)
 LINCLS_CHECKPOINT = "lincls_checkpoint.pth"
-BEST_SELECTION = "test set"  # what the best epoch is selected on: metrics.jsonl's "best_selected_on"
+BEST_SELECTION = (
+    "test set"  # what the best epoch is selected on: metrics.jsonl's "best_selected_on"
+)
 _AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -136,12 +146,21 @@ class LinearClassifier(nn.Module):
         return self.fc(self.normalize(features.float()))
 
 
-def build_optimizer(head: nn.Module, cfg) -> Tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+def build_optimizer(
+    head: nn.Module, cfg
+) -> Tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
     """SGD (Nesterov if LINCLS.NESTEROV) over the classifier's parameters and the per-epoch step schedule."""
     lin = cfg.LINCLS
-    optimizer = torch.optim.SGD(head.parameters(), lr=lin.LR, momentum=lin.MOMENTUM, weight_decay=lin.WEIGHT_DECAY,
-                                nesterov=bool(lin.NESTEROV))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(lin.MILESTONES), gamma=lin.GAMMA)
+    optimizer = torch.optim.SGD(
+        head.parameters(),
+        lr=lin.LR,
+        momentum=lin.MOMENTUM,
+        weight_decay=lin.WEIGHT_DECAY,
+        nesterov=bool(lin.NESTEROV),
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(lin.MILESTONES), gamma=lin.GAMMA
+    )
     return optimizer, scheduler
 
 
@@ -167,7 +186,11 @@ def train_transform(pretrain_cfg, cfg):
         steps = [T.Resize(size), T.CenterCrop(size), T.RandomCrop(size, padding=lin.CROP_PADDING)]
     else:
         steps = [T.RandomResizedCrop(size, scale=tuple(lin.CROP_SCALE))]
-    return T.Compose([ToRGB()] + steps + [T.RandomHorizontalFlip(p=lin.FLIP_PROB), to_normalized_tensor(pretrain_cfg)])
+    return T.Compose(
+        [ToRGB()]
+        + steps
+        + [T.RandomHorizontalFlip(p=lin.FLIP_PROB), to_normalized_tensor(pretrain_cfg)]
+    )
 
 
 def make_test_transform(pretrain_cfg, cfg):
@@ -186,7 +209,11 @@ def make_test_transform(pretrain_cfg, cfg):
 
 def describe_best(best_top1: float, best_epoch: Optional[int]) -> str:
     """``best top-1 76.40 at epoch 93 (selected on the test set)``: the label every report uses for the best epoch."""
-    where = f"at epoch {best_epoch}" if best_epoch else "at an unknown epoch (checkpoint of an earlier version)"
+    where = (
+        f"at epoch {best_epoch}"
+        if best_epoch
+        else "at an unknown epoch (checkpoint of an earlier version)"
+    )
     return f"best top-1 {best_top1:.2f} {where} (selected on the {BEST_SELECTION})"
 
 
@@ -225,16 +252,22 @@ def pretrain_config_of(checkpoint: dict, cfg):
     return pretrain_cfg
 
 
-def default_output_dir(checkpoint_path: str, cfg_name_or_path: Optional[str], which: str = "online") -> str:
+def default_output_dir(
+    checkpoint_path: str, cfg_name_or_path: Optional[str], which: str = "online"
+) -> str:
     """``<checkpoint dir>/lincls_<cfg name>_<step>`` (``_target`` appended for the EMA target encoder).
 
     The step (or the file name) is part of the folder so that several checkpoints of one run can be
     evaluated side by side.
     """
-    cfg_name = os.path.splitext(os.path.basename(cfg_name_or_path))[0] if cfg_name_or_path else "default"
+    cfg_name = (
+        os.path.splitext(os.path.basename(cfg_name_or_path))[0] if cfg_name_or_path else "default"
+    )
     stem = os.path.splitext(os.path.basename(checkpoint_path))[0]
     match = re.fullmatch(r"checkpoint_(\d+)", stem)
-    name = f"lincls_{cfg_name}_{match.group(1) if match else stem}" + ("_target" if which == "target" else "")
+    name = f"lincls_{cfg_name}_{match.group(1) if match else stem}" + (
+        "_target" if which == "target" else ""
+    )
     return os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), name)
 
 
@@ -246,8 +279,10 @@ def load_lincls_checkpoint(path: str, map_location="cpu") -> dict:
     """A lincls_checkpoint.pth (weights_only loading), or a CheckpointError that says what is wrong."""
     state = read_checkpoint_file(path, map_location, fix=_UNSAFE_FIX, corrupt_fix=_START_OVER)
     if not isinstance(state, dict) or state.get("kind") != LINCLS_KIND:
-        raise CheckpointError(f"'{path}' is not a linear-evaluation checkpoint (kind '{LINCLS_KIND}'); "
-                              f"choose another OUTPUT_DIR.")
+        raise CheckpointError(
+            f"'{path}' is not a linear-evaluation checkpoint (kind '{LINCLS_KIND}'); "
+            f"choose another OUTPUT_DIR."
+        )
     return state
 
 
@@ -266,18 +301,30 @@ class LinearEvaluator:
     process logs and writes files.
     """
 
-    def __init__(self, checkpoint_path: str, cfg_name_or_path: Optional[str] = None, opts: Iterable[str] = (),
-                 which: str = "online", resume: bool = False):
+    def __init__(
+        self,
+        checkpoint_path: str,
+        cfg_name_or_path: Optional[str] = None,
+        opts: Iterable[str] = (),
+        which: str = "online",
+        resume: bool = False,
+    ):
         if which not in ("online", "target"):
             raise ValueError(f"which must be 'online' or 'target', got {which!r}")
         cfg_path = resolve_config_path(cfg_name_or_path, CONFIG_DIR) if cfg_name_or_path else None
         self.cfg = cfg = load_lincls_config(cfg_path, opts)
         self.checkpoint_path = checkpoint_path
         self.which = which
-        self.is_main, self.world, self.rank = comm.is_main_process(), comm.get_world_size(), comm.get_rank()
+        self.is_main, self.world, self.rank = (
+            comm.is_main_process(),
+            comm.get_world_size(),
+            comm.get_rank(),
+        )
         if cfg.LINCLS.BATCH_SIZE % self.world:
-            raise ConfigError(f"LINCLS.BATCH_SIZE {cfg.LINCLS.BATCH_SIZE} (global) is not divisible by the "
-                              f"{self.world} processes; choose a multiple of {self.world}.")
+            raise ConfigError(
+                f"LINCLS.BATCH_SIZE {cfg.LINCLS.BATCH_SIZE} (global) is not divisible by the "
+                f"{self.world} processes; choose a multiple of {self.world}."
+            )
         checkpoint = load_checkpoint(checkpoint_path)
         self.pretrain_cfg = pcfg = pretrain_config_of(checkpoint, cfg)
         self.output_dir = cfg.OUTPUT_DIR or default_output_dir(checkpoint_path, cfg_path, which)
@@ -290,31 +337,41 @@ class LinearEvaluator:
         del checkpoint
         self.channels_last = bool(pcfg.MODEL.CHANNELS_LAST)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.encoder = self.encoder.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
+        self.encoder = (
+            self.encoder.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
+        )
         self.bn_train = cfg.LINCLS.ENCODER_BN == "train"
         self.amp_dtype = _AMP_DTYPES[cfg.LINCLS.AMP]
         self.num_classes = num_classes(pcfg)
-        self.head = LinearClassifier(self.encoder.out_dim, self.num_classes, cfg.LINCLS.FEATURE_NORM).to(self.device)
+        self.head = LinearClassifier(
+            self.encoder.out_dim, self.num_classes, cfg.LINCLS.FEATURE_NORM
+        ).to(self.device)
         self.optimizer, self.scheduler = build_optimizer(self.head, cfg)
-        self.train_images, self.test_images = build_eval_datasets(pcfg, None)  # PIL images; transforms added below
+        self.train_images, self.test_images = build_eval_datasets(
+            pcfg, None
+        )  # PIL images; transforms added below
         self._check_no_single_image_batch()
         self.epoch = 0
         self.best_top1 = 0.0
-        self.best_epoch: Optional[int] = 0  # 0: no epoch yet; None: unknown (resumed from an earlier version)
+        self.best_epoch: Optional[int] = (
+            0  # 0: no epoch yet; None: unknown (resumed from an earlier version)
+        )
         self.last = {}
         self._train_features = None
         self._test_features = None
-        logger.info(f"Linear evaluation of {checkpoint_path} ({which} encoder, {pcfg.MODEL.BACKBONE} width "
-                    f"{pcfg.MODEL.WIDTH}, {self.encoder.out_dim}-d features) on {pcfg.DATA.NAME}: "
-                    f"{len(self.train_images)} train / {len(self.test_images)} test images, "
-                    f"{self.num_classes} classes, "
-                    f"{cfg.LINCLS.EPOCHS} epochs, lr {cfg.LINCLS.LR:g}, milestones {list(cfg.LINCLS.MILESTONES)}, "
-                    f"wd {cfg.LINCLS.WEIGHT_DECAY:g}{', Nesterov' if cfg.LINCLS.NESTEROV else ''}, "
-                    f"features {cfg.LINCLS.FEATURE_NORM}, "
-                    f"{'cached features (no training augmentation)' if cfg.LINCLS.CACHED_FEATURES else 'augmented'}, "
-                    f"encoder BatchNorm in {cfg.LINCLS.ENCODER_BN} mode while training, "
-                    f"test {'resize + ' if cfg.LINCLS.TEST_RESIZE else ''}centre crop, "
-                    f"device {self.device}; output in {self.output_dir}")
+        logger.info(
+            f"Linear evaluation of {checkpoint_path} ({which} encoder, {pcfg.MODEL.BACKBONE} width "
+            f"{pcfg.MODEL.WIDTH}, {self.encoder.out_dim}-d features) on {pcfg.DATA.NAME}: "
+            f"{len(self.train_images)} train / {len(self.test_images)} test images, "
+            f"{self.num_classes} classes, "
+            f"{cfg.LINCLS.EPOCHS} epochs, lr {cfg.LINCLS.LR:g}, milestones {list(cfg.LINCLS.MILESTONES)}, "
+            f"wd {cfg.LINCLS.WEIGHT_DECAY:g}{', Nesterov' if cfg.LINCLS.NESTEROV else ''}, "
+            f"features {cfg.LINCLS.FEATURE_NORM}, "
+            f"{'cached features (no training augmentation)' if cfg.LINCLS.CACHED_FEATURES else 'augmented'}, "
+            f"encoder BatchNorm in {cfg.LINCLS.ENCODER_BN} mode while training, "
+            f"test {'resize + ' if cfg.LINCLS.TEST_RESIZE else ''}centre crop, "
+            f"device {self.device}; output in {self.output_dir}"
+        )
         if resume_path:
             self.load(resume_path)
         elif cfg.LINCLS.FEATURE_NORM == "l2_standardize":
@@ -333,7 +390,8 @@ class LinearEvaluator:
         if existing and not resume:
             raise FileExistsError(
                 f"OUTPUT_DIR '{self.output_dir}' already holds a linear evaluation ({LINCLS_CHECKPOINT}). Pass "
-                f"--resume to continue it, or choose another OUTPUT_DIR; nothing was overwritten.")
+                f"--resume to continue it, or choose another OUTPUT_DIR; nothing was overwritten."
+            )
         if self.is_main:
             self._write_output_dir()
         comm.barrier()
@@ -348,20 +406,27 @@ class LinearEvaluator:
         lin = self.cfg.LINCLS
         if not self.bn_train or lin.DROP_LAST:
             return
-        per_process = -(-len(self.train_images) // self.world)  # DistributedSampler pads to equal shares
+        per_process = -(
+            -len(self.train_images) // self.world
+        )  # DistributedSampler pads to equal shares
         if per_process % (lin.BATCH_SIZE // self.world) == 1:
             raise ConfigError(
                 f"LINCLS.ENCODER_BN train: the last training batch of every epoch would hold a single image per "
                 f"process ({len(self.train_images)} training images, LINCLS.BATCH_SIZE {lin.BATCH_SIZE}, "
                 f"{self.world} process(es)), and BatchNorm in train mode cannot normalise one image. "
-                f"Set LINCLS.DROP_LAST True, or choose another LINCLS.BATCH_SIZE.")
+                f"Set LINCLS.DROP_LAST True, or choose another LINCLS.BATCH_SIZE."
+            )
 
     def _write_output_dir(self) -> None:
         ensure_output_dir(self.output_dir, "OUTPUT_DIR of the linear evaluation")
         with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
-            handle.write(f"# linear evaluation of {os.path.abspath(self.checkpoint_path)} ({self.which} encoder); "
-                         f"data and backbone: pretrain_config.yaml\n" + self.cfg.dump())
-        with open(os.path.join(self.output_dir, "pretrain_config.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(
+                f"# linear evaluation of {os.path.abspath(self.checkpoint_path)} ({self.which} encoder); "
+                f"data and backbone: pretrain_config.yaml\n" + self.cfg.dump()
+            )
+        with open(
+            os.path.join(self.output_dir, "pretrain_config.yaml"), "w", encoding="utf-8"
+        ) as handle:
             handle.write(self.pretrain_cfg.dump())
 
     # -------------------------------------------------------------------------------- features
@@ -369,8 +434,14 @@ class LinearEvaluator:
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                             enabled=self.amp_dtype is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                self.device.type,
+                dtype=self.amp_dtype or torch.float32,
+                enabled=self.amp_dtype is not None,
+            ),
+        ):
             return self.encoder(images).float()
 
     def _extract(self, dataset: Dataset, desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -381,8 +452,12 @@ class LinearEvaluator:
         """
         cfg = self.cfg
         transform = make_test_transform(self.pretrain_cfg, cfg)
-        loader = make_loader(TransformedDataset(process_share(dataset), transform), cfg.LINCLS.FEATURE_BATCH_SIZE,
-                             self.pretrain_cfg.DATA.NUM_WORKERS, self.device)
+        loader = make_loader(
+            TransformedDataset(process_share(dataset), transform),
+            cfg.LINCLS.FEATURE_BATCH_SIZE,
+            self.pretrain_cfg.DATA.NUM_WORKERS,
+            self.device,
+        )
         self.encoder.eval()
         feats, labels = [], []
         progress = progress_bar(len(loader), desc, cfg.PROGRESS_BAR and self.is_main)
@@ -393,15 +468,22 @@ class LinearEvaluator:
             progress.update(1)
         progress.close()
         out = self._gather_in_order(torch.cat(feats), torch.cat(labels).long(), len(dataset))
-        logger.info(f"Extracted {desc} ({out[0].shape[0]} x {out[0].shape[1]}) in {time.perf_counter() - tic:.1f} s")
+        logger.info(
+            f"Extracted {desc} ({out[0].shape[0]} x {out[0].shape[1]}) in {time.perf_counter() - tic:.1f} s"
+        )
         return out
 
-    def _gather_in_order(self, feats: torch.Tensor, labels: torch.Tensor, size: int) -> Tuple[torch.Tensor, ...]:
+    def _gather_in_order(
+        self, feats: torch.Tensor, labels: torch.Tensor, size: int
+    ) -> Tuple[torch.Tensor, ...]:
         """All processes' shares (item i of rank r is image r + i * world) put back in data-set order, on CPU."""
         if self.world == 1:
             return feats.cpu(), labels.cpu()
         order = torch.cat([torch.arange(rank, size, self.world) for rank in range(self.world)])
-        gathered_feats, gathered_labels = comm.all_gather_cat(feats).cpu(), comm.all_gather_cat(labels).cpu()
+        gathered_feats, gathered_labels = (
+            comm.all_gather_cat(feats).cpu(),
+            comm.all_gather_cat(labels).cpu(),
+        )
         out_feats, out_labels = torch.empty_like(gathered_feats), torch.empty_like(gathered_labels)
         out_feats[order], out_labels[order] = gathered_feats, gathered_labels
         return out_feats, out_labels
@@ -432,31 +514,61 @@ class LinearEvaluator:
             chunks = order.split(batch_size)
             if cfg.LINCLS.DROP_LAST and len(chunks[-1]) < batch_size:
                 chunks = chunks[:-1]
-            return len(chunks), ((feats[idx[self.rank::self.world]], labels[idx[self.rank::self.world]], len(idx))
-                                 for idx in chunks)
+            return len(chunks), (
+                (
+                    feats[idx[self.rank :: self.world]],
+                    labels[idx[self.rank :: self.world]],
+                    len(idx),
+                )
+                for idx in chunks
+            )
         dataset = TransformedDataset(self.train_images, train_transform(self.pretrain_cfg, cfg))
-        sampler = (DistributedSampler(dataset, self.world, self.rank, shuffle=True, seed=seed) if self.world > 1
-                   else RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)))
-        loader = make_loader(dataset, batch_size // self.world, self.pretrain_cfg.DATA.NUM_WORKERS, self.device,
-                             sampler=sampler, drop_last=cfg.LINCLS.DROP_LAST, seed=seed + self.rank)
-        return len(loader), ((self._encode(images), torch.as_tensor(targets), len(targets) * self.world)
-                             for images, targets in loader)
+        sampler = (
+            DistributedSampler(dataset, self.world, self.rank, shuffle=True, seed=seed)
+            if self.world > 1
+            else RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        )
+        loader = make_loader(
+            dataset,
+            batch_size // self.world,
+            self.pretrain_cfg.DATA.NUM_WORKERS,
+            self.device,
+            sampler=sampler,
+            drop_last=cfg.LINCLS.DROP_LAST,
+            seed=seed + self.rank,
+        )
+        return len(loader), (
+            (self._encode(images), torch.as_tensor(targets), len(targets) * self.world)
+            for images, targets in loader
+        )
 
     def train_one_epoch(self) -> dict:
         """One epoch of SGD on the classifier, then the test evaluation; returns the epoch's record."""
         cfg = self.cfg
         epoch_seed = cfg.SEED * 100_003 + self.epoch
-        seed_everything(epoch_seed)  # main-process augmentation (DATA.NUM_WORKERS 0) depends only on (SEED, epoch)
+        seed_everything(
+            epoch_seed
+        )  # main-process augmentation (DATA.NUM_WORKERS 0) depends only on (SEED, epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         total, batches = self._epoch_batches(epoch_seed)
-        self.encoder.train(self.bn_train)  # ENCODER_BN train: batch statistics, running statistics move
+        self.encoder.train(
+            self.bn_train
+        )  # ENCODER_BN train: batch statistics, running statistics move
         self.head.train()
-        progress = progress_bar(total, f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}",
-                                cfg.PROGRESS_BAR and self.is_main)
+        progress = progress_bar(
+            total,
+            f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}",
+            cfg.PROGRESS_BAR and self.is_main,
+        )
         tic = time.perf_counter()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen (this process)
+        totals = torch.zeros(
+            3, dtype=torch.float64, device=self.device
+        )  # loss sum, correct, seen (this process)
         for feats, labels, global_batch in batches:
-            feats, labels = feats.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            feats, labels = (
+                feats.to(self.device, non_blocking=True),
+                labels.to(self.device, non_blocking=True),
+            )
             logits = self.train_head(feats)
             loss_sum = F.cross_entropy(logits, labels, reduction="sum")
             # DDP averages gradients over processes: scaled so, the result is the mean over the global batch
@@ -464,8 +576,13 @@ class LinearEvaluator:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            totals += torch.stack([loss_sum.detach().double(), (logits.argmax(dim=1) == labels).sum().double(),
-                                   torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device)])
+            totals += torch.stack(
+                [
+                    loss_sum.detach().double(),
+                    (logits.argmax(dim=1) == labels).sum().double(),
+                    torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device),
+                ]
+            )
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item() / self.world:.4f}")
         progress.close()
@@ -475,18 +592,31 @@ class LinearEvaluator:
         self.epoch += 1
         if self.bn_train:
             self._average_bn_statistics()
-            self._test_features = None  # the running statistics moved: the test features must be extracted again
+            self._test_features = (
+                None  # the running statistics moved: the test features must be extracted again
+            )
         top1, top5 = self.evaluate()
         self._update_best(top1)
         self.last = {"top1": top1, "top5": top5}
-        record = {"step": self.epoch, "epoch": self.epoch, "lr": lr, "train_loss": loss_total / max(seen, 1),
-                  "train_top1": 100.0 * correct / max(seen, 1), "test_top1": top1, "test_top5": top5,
-                  "best_top1": self.best_top1, "best_epoch": self.best_epoch, "best_selected_on": BEST_SELECTION,
-                  "epoch_time_s": time.perf_counter() - tic}
+        record = {
+            "step": self.epoch,
+            "epoch": self.epoch,
+            "lr": lr,
+            "train_loss": loss_total / max(seen, 1),
+            "train_top1": 100.0 * correct / max(seen, 1),
+            "test_top1": top1,
+            "test_top5": top5,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "best_selected_on": BEST_SELECTION,
+            "epoch_time_s": time.perf_counter() - tic,
+        }
         self.metrics.write(record)
-        logger.info(f"lincls epoch {self.epoch}/{cfg.LINCLS.EPOCHS}: lr {lr:.4g} loss {record['train_loss']:.4f} "
-                    f"train top-1 {record['train_top1']:.2f} | test top-1 {top1:.2f} top-5 {top5:.2f} "
-                    f"| {describe_best(self.best_top1, self.best_epoch)} [{record['epoch_time_s']:.1f} s]")
+        logger.info(
+            f"lincls epoch {self.epoch}/{cfg.LINCLS.EPOCHS}: lr {lr:.4g} loss {record['train_loss']:.4f} "
+            f"train top-1 {record['train_top1']:.2f} | test top-1 {top1:.2f} top-5 {top5:.2f} "
+            f"| {describe_best(self.best_top1, self.best_epoch)} [{record['epoch_time_s']:.1f} s]"
+        )
         return record
 
     def _update_best(self, top1: float) -> None:
@@ -526,15 +656,27 @@ class LinearEvaluator:
     # ----------------------------------------------------------------------------- checkpoints
     def checkpoint_dict(self) -> dict:
         """Everything a resumed run needs; with ENCODER_BN train also the encoder's (moved) BN buffers."""
-        state = {"kind": LINCLS_KIND, "format_version": LINCLS_FORMAT_VERSION, "head": self.head.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "epoch": self.epoch, "best_top1": self.best_top1, "best_epoch": self.best_epoch,
-                 "last": dict(self.last), "config": self.cfg.dump(),
-                 DERIVED_FROM_KEY: os.path.abspath(self.checkpoint_path), DESCRIPTION_KEY: LINCLS_DESCRIPTION,
-                 "which": self.which,
-                 "encoder_bn": self.cfg.LINCLS.ENCODER_BN, "rng": rng_states()}
+        state = {
+            "kind": LINCLS_KIND,
+            "format_version": LINCLS_FORMAT_VERSION,
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "last": dict(self.last),
+            "config": self.cfg.dump(),
+            DERIVED_FROM_KEY: os.path.abspath(self.checkpoint_path),
+            DESCRIPTION_KEY: LINCLS_DESCRIPTION,
+            "which": self.which,
+            "encoder_bn": self.cfg.LINCLS.ENCODER_BN,
+            "rng": rng_states(),
+        }
         if self.bn_train:
-            state["encoder_buffers"] = {name: buf.detach().clone() for name, buf in self.encoder.named_buffers()}
+            state["encoder_buffers"] = {
+                name: buf.detach().clone() for name, buf in self.encoder.named_buffers()
+            }
         return state
 
     def save(self) -> str:
@@ -545,29 +687,41 @@ class LinearEvaluator:
     def load(self, path: str) -> None:
         state = load_lincls_checkpoint(path, map_location=self.device)
         if state["which"] != self.which:
-            raise CheckpointError(f"'{path}' evaluates the {state['which']} encoder, not the {self.which} one; "
-                                  f"pass --which {state['which']} or choose another OUTPUT_DIR.")
+            raise CheckpointError(
+                f"'{path}' evaluates the {state['which']} encoder, not the {self.which} one; "
+                f"pass --which {state['which']} or choose another OUTPUT_DIR."
+            )
         if os.path.abspath(self.checkpoint_path) != state[DERIVED_FROM_KEY]:
-            logger.warning(f"Resuming a linear evaluation started on {state[DERIVED_FROM_KEY]} with "
-                           f"{os.path.abspath(self.checkpoint_path)}.")
+            logger.warning(
+                f"Resuming a linear evaluation started on {state[DERIVED_FROM_KEY]} with "
+                f"{os.path.abspath(self.checkpoint_path)}."
+            )
         try:
             self.head.load_state_dict(state["head"])
         except RuntimeError as err:
-            raise CheckpointError(f"'{path}' holds a classifier that does not fit this encoder/data set "
-                                  f"({first_line(err)}); choose another OUTPUT_DIR.") from None
+            raise CheckpointError(
+                f"'{path}' holds a classifier that does not fit this encoder/data set "
+                f"({first_line(err)}); choose another OUTPUT_DIR."
+            ) from None
         self._check_same_bn_mode(path, state)
         if self.bn_train:
             self._load_encoder_buffers(path, state["encoder_buffers"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.best_top1, self.last = state["epoch"], state["best_top1"], dict(state["last"])
+        self.epoch, self.best_top1, self.last = (
+            state["epoch"],
+            state["best_top1"],
+            dict(state["last"]),
+        )
         self.best_epoch = state.get("best_epoch")
         restore_rng_states(state["rng"])
         logger.info(f"Resumed linear evaluation from {path} after epoch {self.epoch}")
         if self.best_epoch is None:
-            logger.warning(f"{path} was written by an earlier version that did not record the best epoch: the best "
-                           f"epoch is reported as unknown (None) unless a later epoch beats its best top-1 "
-                           f"{self.best_top1:.2f}.")
+            logger.warning(
+                f"{path} was written by an earlier version that did not record the best epoch: the best "
+                f"epoch is reported as unknown (None) unless a later epoch beats its best top-1 "
+                f"{self.best_top1:.2f}."
+            )
 
     def _check_same_bn_mode(self, path: str, state: dict) -> None:
         """A run must resume with the ENCODER_BN it started with (earlier versions only had eval)."""
@@ -576,14 +730,17 @@ class LinearEvaluator:
             raise CheckpointError(
                 f"'{path}' is a linear evaluation with LINCLS.ENCODER_BN {saved}, but this run sets LINCLS.ENCODER_BN "
                 f"{self.cfg.LINCLS.ENCODER_BN}; resume with LINCLS.ENCODER_BN {saved}, or choose another OUTPUT_DIR "
-                f"to start a new evaluation.")
+                f"to start a new evaluation."
+            )
 
     def _load_encoder_buffers(self, path: str, buffers: dict) -> None:
         """Put the saved BatchNorm running statistics (and batch counters) back into the encoder."""
         own = dict(self.encoder.named_buffers())
         if set(buffers) != set(own) or any(buffers[k].shape != own[k].shape for k in own):
-            raise CheckpointError(f"'{path}' holds BatchNorm statistics that do not fit this encoder; it was made "
-                                  f"with another pretraining checkpoint. Choose another OUTPUT_DIR.")
+            raise CheckpointError(
+                f"'{path}' holds BatchNorm statistics that do not fit this encoder; it was made "
+                f"with another pretraining checkpoint. Choose another OUTPUT_DIR."
+            )
         with torch.no_grad():
             for name, buf in own.items():
                 buf.copy_(buffers[name])
@@ -595,20 +752,36 @@ class LinearEvaluator:
         while self.epoch < self.cfg.LINCLS.EPOCHS:
             self.train_one_epoch()
             self.save()
-        if not self.last:  # EPOCHS lowered below a resumed run's epoch count: evaluate what there is
+        if (
+            not self.last
+        ):  # EPOCHS lowered below a resumed run's epoch count: evaluate what there is
             top1, top5 = self.evaluate()
             self.last = {"top1": top1, "top5": top5}
         self.metrics.close()
-        result = {"top1": self.last["top1"], "top5": self.last["top5"], "best_top1": self.best_top1,
-                  "best_epoch": self.best_epoch, "best_selected_on": BEST_SELECTION, "epochs": self.epoch,
-                  "output_dir": self.output_dir, "time_s": time.perf_counter() - tic}
-        logger.info(f"Linear evaluation done after {self.epoch} epochs: top-1 {result['top1']:.2f}, top-5 "
-                    f"{result['top5']:.2f} (last epoch: the result); {describe_best(self.best_top1, self.best_epoch)}")
+        result = {
+            "top1": self.last["top1"],
+            "top5": self.last["top5"],
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "best_selected_on": BEST_SELECTION,
+            "epochs": self.epoch,
+            "output_dir": self.output_dir,
+            "time_s": time.perf_counter() - tic,
+        }
+        logger.info(
+            f"Linear evaluation done after {self.epoch} epochs: top-1 {result['top1']:.2f}, top-5 "
+            f"{result['top5']:.2f} (last epoch: the result); {describe_best(self.best_top1, self.best_epoch)}"
+        )
         return result
 
 
-def run_linear_eval(checkpoint_path: str, cfg_name_or_path: Optional[str] = "moco_v2.yaml", opts: Iterable[str] = (),
-                    which: str = "online", resume: bool = False) -> dict:
+def run_linear_eval(
+    checkpoint_path: str,
+    cfg_name_or_path: Optional[str] = "moco_v2.yaml",
+    opts: Iterable[str] = (),
+    which: str = "online",
+    resume: bool = False,
+) -> dict:
     """Linear evaluation of a pretraining checkpoint with a protocol of configs/lincls/ (name or path).
 
     Returns {"top1", "top5", "best_top1", "best_epoch", "best_selected_on", "epochs", "output_dir", "time_s"}:

@@ -15,7 +15,9 @@ from yacs.config import CfgNode as CN
 
 from pretrain import check_choices, load_config_tree, raise_first_failed
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "lincls")
+CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "lincls"
+)
 DEFINED_IN = "transfer/lincls_config.py"
 
 _C = CN()
@@ -66,7 +68,7 @@ _C.DATA.ROOT = ""
 # Loader worker processes (-1 = DATA.NUM_WORKERS of the pretraining config saved in the checkpoint).
 _C.DATA.NUM_WORKERS = -1
 
-# Folder for config.yaml, log.txt, metrics.jsonl and lincls_checkpoint.pth ("" = <checkpoint dir>/lincls_<cfg name>_<step>).
+# Folder for config.yaml, log.txt, metrics.jsonl, lincls_checkpoint.pth ("" = <checkpoint dir>/lincls_<cfg>_<step>).
 _C.OUTPUT_DIR = ""
 # Random seed (classifier initialisation, shuffling, augmentation).
 _C.SEED = 0
@@ -102,25 +104,41 @@ def validate(cfg: CN) -> None:
     checks = [
         (lin.EPOCHS > 0, f"LINCLS.EPOCHS must be > 0, got {lin.EPOCHS}"),
         (lin.BATCH_SIZE > 0, f"LINCLS.BATCH_SIZE must be > 0, got {lin.BATCH_SIZE}"),
-        (lin.FEATURE_BATCH_SIZE > 0, f"LINCLS.FEATURE_BATCH_SIZE must be > 0, got {lin.FEATURE_BATCH_SIZE}"),
+        (
+            lin.FEATURE_BATCH_SIZE > 0,
+            f"LINCLS.FEATURE_BATCH_SIZE must be > 0, got {lin.FEATURE_BATCH_SIZE}",
+        ),
         (lin.LR > 0, f"LINCLS.LR must be > 0, got {lin.LR}"),
         (lin.MOMENTUM >= 0, f"LINCLS.MOMENTUM must be >= 0, got {lin.MOMENTUM}"),
-        (lin.MOMENTUM > 0 or not lin.NESTEROV, f"LINCLS.NESTEROV True needs LINCLS.MOMENTUM > 0 (SGD's Nesterov "
-                                               f"momentum), got {lin.MOMENTUM}; set a momentum or NESTEROV False"),
-        (lin.ENCODER_BN == "eval" or not lin.CACHED_FEATURES,
-         "LINCLS.ENCODER_BN train cannot be combined with LINCLS.CACHED_FEATURES True: with BatchNorm in train mode "
-         "the features depend on the batch and the running statistics move every epoch, so they cannot be "
-         "extracted once. Set LINCLS.CACHED_FEATURES False (as configs/lincls/rsa_official.yaml does) or "
-         "LINCLS.ENCODER_BN eval"),
+        (
+            lin.MOMENTUM > 0 or not lin.NESTEROV,
+            f"LINCLS.NESTEROV True needs LINCLS.MOMENTUM > 0 (SGD's Nesterov "
+            f"momentum), got {lin.MOMENTUM}; set a momentum or NESTEROV False",
+        ),
+        (
+            lin.ENCODER_BN == "eval" or not lin.CACHED_FEATURES,
+            "LINCLS.ENCODER_BN train cannot be combined with LINCLS.CACHED_FEATURES True: with BatchNorm in train mode "
+            "the features depend on the batch and the running statistics move every epoch, so they cannot be "
+            "extracted once. Set LINCLS.CACHED_FEATURES False (as configs/lincls/rsa_official.yaml does) or "
+            "LINCLS.ENCODER_BN eval",
+        ),
         (lin.WEIGHT_DECAY >= 0, f"LINCLS.WEIGHT_DECAY must be >= 0, got {lin.WEIGHT_DECAY}"),
         (0 < lin.GAMMA <= 1, f"LINCLS.GAMMA must be in (0, 1], got {lin.GAMMA}"),
-        (all(isinstance(m, int) and m > 0 for m in milestones) and milestones == sorted(set(milestones)),
-         f"LINCLS.MILESTONES must be increasing positive epoch numbers, got {milestones}"),
-        (len(lin.CROP_SCALE) == 2 and 0 < lin.CROP_SCALE[0] <= lin.CROP_SCALE[1] <= 1,
-         f"LINCLS.CROP_SCALE must be [min, max] with 0 < min <= max <= 1, got {lin.CROP_SCALE}"),
+        (
+            all(isinstance(m, int) and m > 0 for m in milestones)
+            and milestones == sorted(set(milestones)),
+            f"LINCLS.MILESTONES must be increasing positive epoch numbers, got {milestones}",
+        ),
+        (
+            len(lin.CROP_SCALE) == 2 and 0 < lin.CROP_SCALE[0] <= lin.CROP_SCALE[1] <= 1,
+            f"LINCLS.CROP_SCALE must be [min, max] with 0 < min <= max <= 1, got {lin.CROP_SCALE}",
+        ),
         (lin.CROP_PADDING >= 0, f"LINCLS.CROP_PADDING must be >= 0, got {lin.CROP_PADDING}"),
         (0 <= lin.FLIP_PROB <= 1, f"LINCLS.FLIP_PROB must be in [0, 1], got {lin.FLIP_PROB}"),
-        (cfg.DATA.NUM_WORKERS >= -1, f"DATA.NUM_WORKERS must be >= 0 (or -1 = as in the checkpoint), "
-                                     f"got {cfg.DATA.NUM_WORKERS}"),
+        (
+            cfg.DATA.NUM_WORKERS >= -1,
+            f"DATA.NUM_WORKERS must be >= 0 (or -1 = as in the checkpoint), "
+            f"got {cfg.DATA.NUM_WORKERS}",
+        ),
     ]
     raise_first_failed(checks)

@@ -16,7 +16,11 @@ import numpy as np
 from pretrain import UNSAFE, UserError, first_line
 
 _CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"  # numpy 2 renamed numpy.core
-_NUMPY_HELPERS = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+_NUMPY_HELPERS = (
+    ("multiarray", "_reconstruct"),
+    ("multiarray", "scalar"),
+    ("numeric", "_frombuffer"),
+)
 
 
 def _allowed_globals() -> dict:
@@ -25,8 +29,15 @@ def _allowed_globals() -> dict:
     Files written with numpy 1 say numpy.core.*, files written with numpy 2 say numpy._core.*; both
     resolve to the installed numpy's module (numpy.core is a deprecated alias in numpy 2).
     """
-    allowed = {(module, name): (module, name) for module, name in (
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("collections", "OrderedDict"))}
+    allowed = {
+        (module, name): (module, name)
+        for module, name in (
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+            ("collections", "OrderedDict"),
+        )
+    }
     for written in ("numpy.core", "numpy._core"):
         for module, name in _NUMPY_HELPERS:
             allowed[(f"{written}.{module}", name)] = (f"{_CORE}.{module}", name)
@@ -70,8 +81,10 @@ def load_weights_pickle(path: str, fix: str):
     except UnsafePickleError as err:
         raise UnsafePickleError(
             f"'{path}' {UNSAFE}: it refers to {err}, which is not part of a dict of numpy arrays, and unpickling "
-            f"it could run arbitrary code, so it was not loaded. {fix}") from None
+            f"it could run arbitrary code, so it was not loaded. {fix}"
+        ) from None
     except Exception as err:  # noqa: BLE001 (not a pickle: truncated, corrupt, text, a zip archive, ...)
         raise UnreadablePickleError(
             f"'{path}' is not a readable weights pickle ({err.__class__.__name__}: {first_line(err)}): it is corrupt, "
-            f"truncated or another kind of file. {fix}") from None
+            f"truncated or another kind of file. {fix}"
+        ) from None

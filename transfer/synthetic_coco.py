@@ -36,31 +36,58 @@ SHAPE_CLASSES: Tuple[str, ...] = ("square", "circle", "triangle")
 PERSON_CATEGORY_ID = 1
 
 # Category ids as in COCO for person (1); the shapes follow.
-CATEGORIES: List[dict] = [{"id": PERSON_CATEGORY_ID, "name": "person", "supercategory": "person"}] + [
-    {"id": i + 2, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPE_CLASSES)
-]
+CATEGORIES: List[dict] = [
+    {"id": PERSON_CATEGORY_ID, "name": "person", "supercategory": "person"}
+] + [{"id": i + 2, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPE_CLASSES)]
 THING_CLASSES: Tuple[str, ...] = tuple(c["name"] for c in CATEGORIES)
 
 # COCO's 17 person keypoints, in COCO's order. "left" is the person's left: for a figure facing the
 # camera, left parts appear on the image's right (larger x).
 COCO_PERSON_KEYPOINT_NAMES: Tuple[str, ...] = (
     "nose",
-    "left_eye", "right_eye",
-    "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist",
-    "left_hip", "right_hip",
-    "left_knee", "right_knee",
-    "left_ankle", "right_ankle",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
 )
 COCO_KEYPOINT_FLIP_MAP: Tuple[Tuple[str, str], ...] = tuple(
-    (name, "right_" + name[len("left_"):]) for name in COCO_PERSON_KEYPOINT_NAMES if name.startswith("left_")
+    (name, "right_" + name[len("left_") :])
+    for name in COCO_PERSON_KEYPOINT_NAMES
+    if name.startswith("left_")
 )
 # COCO's person skeleton (1-based keypoint indices), as in person_keypoints_*.json.
 COCO_PERSON_SKELETON: List[List[int]] = [
-    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8],
-    [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
+    [16, 14],
+    [14, 12],
+    [17, 15],
+    [15, 13],
+    [12, 13],
+    [6, 12],
+    [7, 13],
+    [6, 7],
+    [6, 8],
+    [7, 9],
+    [8, 10],
+    [9, 11],
+    [2, 3],
+    [1, 2],
+    [1, 3],
+    [2, 4],
+    [3, 5],
+    [4, 6],
+    [5, 7],
 ]
 # For Detectron2's Visualizer: (keypoint, keypoint, RGB colour) per skeleton edge; left side blue,
 # right side orange, centre line green.
@@ -76,8 +103,11 @@ def _edge_colour(a: str, b: str) -> Tuple[int, int, int]:
 
 
 COCO_KEYPOINT_CONNECTION_RULES: List[Tuple[str, str, Tuple[int, int, int]]] = [
-    (COCO_PERSON_KEYPOINT_NAMES[i - 1], COCO_PERSON_KEYPOINT_NAMES[j - 1],
-     _edge_colour(COCO_PERSON_KEYPOINT_NAMES[i - 1], COCO_PERSON_KEYPOINT_NAMES[j - 1]))
+    (
+        COCO_PERSON_KEYPOINT_NAMES[i - 1],
+        COCO_PERSON_KEYPOINT_NAMES[j - 1],
+        _edge_colour(COCO_PERSON_KEYPOINT_NAMES[i - 1], COCO_PERSON_KEYPOINT_NAMES[j - 1]),
+    )
     for i, j in COCO_PERSON_SKELETON
 ]
 
@@ -91,6 +121,7 @@ _FILE_RE = re.compile(r"^\d{12}\.png$")
 # --------------------------------------------------------------------------------------------------
 # Geometry and rasterisation
 # --------------------------------------------------------------------------------------------------
+
 
 def _polygon_mask(poly: np.ndarray, height: int, width: int) -> np.ndarray:
     """Boolean (H, W) mask of the pixels whose centre lies inside ``poly`` (N x 2, even-odd rule).
@@ -150,7 +181,9 @@ def _make_shape(rng: np.random.Generator, name: str, size: float) -> List[np.nda
         return [_regular_polygon(size / 2.0, _CIRCLE_VERTICES, rng.uniform(0.0, 2.0 * math.pi))]
     if name == "triangle":
         phase = rng.uniform(0.0, 2.0 * math.pi)
-        angles = phase + np.array([0.0, 2.0, 4.0]) * math.pi / 3.0 + rng.uniform(-0.25, 0.25, size=3)
+        angles = (
+            phase + np.array([0.0, 2.0, 4.0]) * math.pi / 3.0 + rng.uniform(-0.25, 0.25, size=3)
+        )
         radius = size / 2.0 * 1.1
         return [np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)]
     raise ValueError(f"unknown shape {name!r}; expected one of {SHAPE_CLASSES}")
@@ -169,9 +202,13 @@ def _make_person(rng: np.random.Generator, height: float) -> Tuple[List[np.ndarr
     head = _regular_polygon(r, _HEAD_VERTICES, rng.uniform(0.0, 2.0 * math.pi)) + head_c
     yt, ht = 2.0 * r - 0.02 * H, 0.32 * H  # torso top (overlaps the head: the neck) and height
     top_half, bottom_half = 0.13 * H, 0.105 * H
-    torso = np.array([[-top_half, yt], [top_half, yt], [bottom_half, yt + ht], [-bottom_half, yt + ht]])
+    torso = np.array(
+        [[-top_half, yt], [top_half, yt], [bottom_half, yt + ht], [-bottom_half, yt + ht]]
+    )
 
-    def limb_chain(start: np.ndarray, side: float, angle1: float, angle2: float, len1: float, len2: float):
+    def limb_chain(
+        start: np.ndarray, side: float, angle1: float, angle2: float, len1: float, len2: float
+    ):
         # Angles are measured from "straight down", positive = away from the body's midline.
         d1 = np.array([side * math.sin(angle1), math.cos(angle1)])
         d2 = np.array([side * math.sin(angle2), math.cos(angle2)])
@@ -195,10 +232,22 @@ def _make_person(rng: np.random.Generator, height: float) -> Tuple[List[np.ndarr
         b1 = math.radians(rng.uniform(0.0, 25.0))
         b2 = b1 + math.radians(rng.uniform(-15.0, 10.0))
         knee, ankle = limb_chain(hip, side, b1, b2, 0.21 * H, 0.2 * H)
-        limbs += [_segment_quad(shoulder, elbow, t), _segment_quad(elbow, wrist, t),
-                  _segment_quad(hip, knee, t), _segment_quad(knee, ankle, t)]
-        keypoints.update({prefix + "shoulder": shoulder, prefix + "elbow": elbow, prefix + "wrist": wrist,
-                          prefix + "hip": hip, prefix + "knee": knee, prefix + "ankle": ankle})
+        limbs += [
+            _segment_quad(shoulder, elbow, t),
+            _segment_quad(elbow, wrist, t),
+            _segment_quad(hip, knee, t),
+            _segment_quad(knee, ankle, t),
+        ]
+        keypoints.update(
+            {
+                prefix + "shoulder": shoulder,
+                prefix + "elbow": elbow,
+                prefix + "wrist": wrist,
+                prefix + "hip": hip,
+                prefix + "knee": knee,
+                prefix + "ankle": ankle,
+            }
+        )
     kps = np.stack([keypoints[name] for name in COCO_PERSON_KEYPOINT_NAMES])
     return [head, torso] + limbs, kps
 
@@ -206,6 +255,7 @@ def _make_person(rng: np.random.Generator, height: float) -> Tuple[List[np.ndarr
 # --------------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------------
+
 
 def _background(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarray]:
     """(H, W, 3) float background, plain or lightly textured, and its base colour."""
@@ -222,7 +272,9 @@ def _background(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.nda
     return img, base
 
 
-def _object_colour(rng: np.random.Generator, background: np.ndarray, used: Sequence[np.ndarray]) -> np.ndarray:
+def _object_colour(
+    rng: np.random.Generator, background: np.ndarray, used: Sequence[np.ndarray]
+) -> np.ndarray:
     """A random colour far (L1 >= 150) from the background and, if possible, from the other objects."""
     best, best_score = None, -1.0
     for _ in range(200):
@@ -243,8 +295,15 @@ def _round_polys(polys: Sequence[np.ndarray]) -> List[np.ndarray]:
     return [np.round(p, 2) for p in polys]
 
 
-def _place(rng: np.random.Generator, polys: List[np.ndarray], size: int, placed: List[Tuple[float, float, float, float]],
-           margin: float = 1.0, gap: float = 3.0, tries: int = 60) -> Optional[np.ndarray]:
+def _place(
+    rng: np.random.Generator,
+    polys: List[np.ndarray],
+    size: int,
+    placed: List[Tuple[float, float, float, float]],
+    margin: float = 1.0,
+    gap: float = 3.0,
+    tries: int = 60,
+) -> Optional[np.ndarray]:
     """A translation that puts all ``polys`` inside the image without touching ``placed`` boxes."""
     pts = np.concatenate(polys)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -255,8 +314,13 @@ def _place(rng: np.random.Generator, polys: List[np.ndarray], size: int, placed:
         x = rng.uniform(margin, size - margin - w)
         y = rng.uniform(margin, size - margin - h)
         box = (x, y, x + w, y + h)
-        if all(box[2] + gap <= b[0] or b[2] + gap <= box[0] or box[3] + gap <= b[1] or b[3] + gap <= box[1]
-               for b in placed):
+        if all(
+            box[2] + gap <= b[0]
+            or b[2] + gap <= box[0]
+            or box[3] + gap <= b[1]
+            or b[3] + gap <= box[1]
+            for b in placed
+        ):
             placed.append(box)
             return np.array([x, y]) - lo
     return None
@@ -267,7 +331,9 @@ def _render_image(rng: np.random.Generator, size: int, with_person: bool):
     canvas, base = _background(rng, size)
     canvas = canvas.copy()
     n_objects = int(rng.integers(1, 5))
-    kinds = (["person"] if with_person else []) + [str(k) for k in rng.choice(SHAPE_CLASSES, size=n_objects - int(with_person))]
+    kinds = (["person"] if with_person else []) + [
+        str(k) for k in rng.choice(SHAPE_CLASSES, size=n_objects - int(with_person))
+    ]
     placed: List[Tuple[float, float, float, float]] = []
     colours: List[np.ndarray] = []
     objects = []
@@ -324,8 +390,9 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def write_synthetic_coco(root: str, num_train: int = 48, num_val: int = 16, image_size: int = 128,
-                         seed: int = 0) -> dict:
+def write_synthetic_coco(
+    root: str, num_train: int = 48, num_val: int = 16, image_size: int = 128, seed: int = 0
+) -> dict:
     """Write the synthetic COCO data set under ``root`` (see the module docstring) and return a summary.
 
     Deterministic: the same arguments give byte-identical images and JSON files. Image ids run
@@ -334,18 +401,37 @@ def write_synthetic_coco(root: str, num_train: int = 48, num_val: int = 16, imag
     (the first of every split included) contain one person. PNG files of a previous run in the split
     folders that this run does not write (12-digit names only) are removed.
     """
-    for name, value, low in (("num_train", num_train, 1), ("num_val", num_val, 1), ("image_size", image_size, MIN_IMAGE_SIZE)):
+    for name, value, low in (
+        ("num_train", num_train, 1),
+        ("num_val", num_val, 1),
+        ("image_size", image_size, MIN_IMAGE_SIZE),
+    ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise ValueError(f"write_synthetic_coco: {name} must be an integer >= {low}, got {value!r}")
+            raise ValueError(
+                f"write_synthetic_coco: {name} must be an integer >= {low}, got {value!r}"
+            )
     start = time.perf_counter()
     root = os.path.abspath(root)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-    summary = {"root": root, "image_size": int(image_size), "seed": int(seed), "thing_classes": list(THING_CLASSES),
-               "splits": {}}
-    info = {"description": "Synthetic shapes and stick figures in COCO format (transfer/synthetic_coco.py)",
-            "version": "1.0", "year": 2017, "contributor": "msr", "seed": int(seed), "image_size": int(image_size)}
+    summary = {
+        "root": root,
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "thing_classes": list(THING_CLASSES),
+        "splits": {},
+    }
+    info = {
+        "description": "Synthetic shapes and stick figures in COCO format (transfer/synthetic_coco.py)",
+        "version": "1.0",
+        "year": 2017,
+        "contributor": "msr",
+        "seed": int(seed),
+        "image_size": int(image_size),
+    }
     licenses = [{"id": 1, "name": "generated", "url": ""}]
-    keypoint_category = dict(CATEGORIES[0], keypoints=list(COCO_PERSON_KEYPOINT_NAMES), skeleton=COCO_PERSON_SKELETON)
+    keypoint_category = dict(
+        CATEGORIES[0], keypoints=list(COCO_PERSON_KEYPOINT_NAMES), skeleton=COCO_PERSON_SKELETON
+    )
     next_image_id, next_ann_id = 1, 1
     for split_index, (split, count) in enumerate(zip(SPLITS, (num_train, num_val))):
         image_dir = os.path.join(root, split)
@@ -359,10 +445,19 @@ def write_synthetic_coco(root: str, num_train: int = 48, num_val: int = 16, imag
             image_id = next_image_id
             next_image_id += 1
             file_name = f"{image_id:012d}.png"
-            Image.fromarray(pixels, mode="RGB").save(os.path.join(image_dir, file_name), format="PNG")
+            Image.fromarray(pixels, mode="RGB").save(
+                os.path.join(image_dir, file_name), format="PNG"
+            )
             written.add(file_name)
-            images.append({"id": image_id, "file_name": file_name, "height": image_size, "width": image_size,
-                           "license": 1})
+            images.append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "height": image_size,
+                    "width": image_size,
+                    "license": 1,
+                }
+            )
             for obj in objects:
                 instances.append(_annotation(obj, next_ann_id, image_id, keypoints=False))
                 if obj["category"] == "person":
@@ -374,14 +469,34 @@ def write_synthetic_coco(root: str, num_train: int = 48, num_val: int = 16, imag
                 os.remove(os.path.join(image_dir, stale))
         instances_json = os.path.join(root, "annotations", f"instances_{split}.json")
         keypoints_json = os.path.join(root, "annotations", f"person_keypoints_{split}.json")
-        _write_json(instances_json, {"info": info, "licenses": licenses, "images": images,
-                                     "annotations": instances, "categories": CATEGORIES})
-        _write_json(keypoints_json, {"info": info, "licenses": licenses, "images": images,
-                                     "annotations": persons, "categories": [keypoint_category]})
+        _write_json(
+            instances_json,
+            {
+                "info": info,
+                "licenses": licenses,
+                "images": images,
+                "annotations": instances,
+                "categories": CATEGORIES,
+            },
+        )
+        _write_json(
+            keypoints_json,
+            {
+                "info": info,
+                "licenses": licenses,
+                "images": images,
+                "annotations": persons,
+                "categories": [keypoint_category],
+            },
+        )
         summary["splits"][split] = {
-            "images": len(images), "annotations": len(instances), "persons": len(persons),
-            "per_category": per_category, "image_dir": image_dir,
-            "instances_json": instances_json, "keypoints_json": keypoints_json,
+            "images": len(images),
+            "annotations": len(instances),
+            "persons": len(persons),
+            "per_category": per_category,
+            "image_dir": image_dir,
+            "instances_json": instances_json,
+            "keypoints_json": keypoints_json,
         }
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
@@ -391,9 +506,14 @@ def write_synthetic_coco(root: str, num_train: int = 48, num_val: int = 16, imag
 # Detectron2 registration
 # --------------------------------------------------------------------------------------------------
 
+
 def synthetic_coco_dataset_names(prefix: str = "synthetic_coco") -> List[str]:
     """The four names ``register_synthetic_coco`` registers, in its order."""
-    return [f"{prefix}_{kind}_{short}" for kind in ("instances", "keypoints") for short in ("train", "val")]
+    return [
+        f"{prefix}_{kind}_{short}"
+        for kind in ("instances", "keypoints")
+        for short in ("train", "val")
+    ]
 
 
 def register_synthetic_coco(root: str, prefix: str = "synthetic_coco") -> List[str]:
@@ -412,14 +532,21 @@ def register_synthetic_coco(root: str, prefix: str = "synthetic_coco") -> List[s
     from detectron2.data.datasets import register_coco_instances
 
     root = os.path.abspath(root)
-    missing = [p for split in SPLITS for p in (os.path.join(root, split),
-                                               os.path.join(root, "annotations", f"instances_{split}.json"),
-                                               os.path.join(root, "annotations", f"person_keypoints_{split}.json"))
-               if not os.path.exists(p)]
+    missing = [
+        p
+        for split in SPLITS
+        for p in (
+            os.path.join(root, split),
+            os.path.join(root, "annotations", f"instances_{split}.json"),
+            os.path.join(root, "annotations", f"person_keypoints_{split}.json"),
+        )
+        if not os.path.exists(p)
+    ]
     if missing:
         raise FileNotFoundError(
             f"register_synthetic_coco: {root} is not a synthetic COCO data set: missing {', '.join(missing)}. "
-            f"Create it with: python tools/make_synthetic_coco.py {root}")
+            f"Create it with: python tools/make_synthetic_coco.py {root}"
+        )
     names = []
     for kind, stem in (("instances", "instances"), ("keypoints", "person_keypoints")):
         for split, short in zip(SPLITS, ("train", "val")):
@@ -429,13 +556,18 @@ def register_synthetic_coco(root: str, prefix: str = "synthetic_coco") -> List[s
             if kind == "instances":
                 metadata = {"thing_classes": list(THING_CLASSES)}
             else:
-                metadata = {"thing_classes": ["person"],
-                            "keypoint_names": list(COCO_PERSON_KEYPOINT_NAMES),
-                            "keypoint_flip_map": list(COCO_KEYPOINT_FLIP_MAP),
-                            "keypoint_connection_rules": list(COCO_KEYPOINT_CONNECTION_RULES)}
+                metadata = {
+                    "thing_classes": ["person"],
+                    "keypoint_names": list(COCO_PERSON_KEYPOINT_NAMES),
+                    "keypoint_flip_map": list(COCO_KEYPOINT_FLIP_MAP),
+                    "keypoint_connection_rules": list(COCO_KEYPOINT_CONNECTION_RULES),
+                }
             if name in DatasetCatalog.list():
                 old = MetadataCatalog.get(name)
-                if getattr(old, "json_file", None) == json_file and getattr(old, "image_root", None) == image_root:
+                if (
+                    getattr(old, "json_file", None) == json_file
+                    and getattr(old, "image_root", None) == image_root
+                ):
                     names.append(name)
                     continue
                 DatasetCatalog.remove(name)

@@ -25,7 +25,6 @@ from torchvision import transforms as T
 from pretrain.methods import VIEW_LAYOUTS, view_layout
 
 
-
 class GaussianBlur:
     """Blur a PIL image with a Gaussian whose sigma is drawn uniformly from ``sigma_range``.
 
@@ -63,11 +62,13 @@ class ToRGB:
 
 def weak_transform(cfg) -> Callable[[Image.Image], Image.Image]:
     """t1: random resized crop to DATA.IMAGE_SIZE and horizontal flip (PIL -> RGB PIL)."""
-    return T.Compose([
-        ToRGB(),
-        T.RandomResizedCrop(cfg.DATA.IMAGE_SIZE, scale=tuple(cfg.AUG.CROP_SCALE)),
-        T.RandomHorizontalFlip(p=cfg.AUG.FLIP_PROB),
-    ])
+    return T.Compose(
+        [
+            ToRGB(),
+            T.RandomResizedCrop(cfg.DATA.IMAGE_SIZE, scale=tuple(cfg.AUG.CROP_SCALE)),
+            T.RandomHorizontalFlip(p=cfg.AUG.FLIP_PROB),
+        ]
+    )
 
 
 def aggressive_transform(cfg) -> Callable[[Image.Image], Image.Image]:
@@ -128,7 +129,9 @@ class MultiStageViews:
     "multi_stage", ``(a1, a2)`` for "aa" and ``(a1, w2)`` for "aw".
     """
 
-    def __init__(self, weak: Callable, aggressive: Callable, finish: Callable, layout: str = "multi_stage"):
+    def __init__(
+        self, weak: Callable, aggressive: Callable, finish: Callable, layout: str = "multi_stage"
+    ):
         if layout not in VIEW_LAYOUTS:
             raise ValueError(f"layout must be one of {VIEW_LAYOUTS}, got {layout!r}")
         self.weak = weak
@@ -151,15 +154,19 @@ class MultiStageViews:
         return tuple(self.finish(view) for view in views)
 
     def __repr__(self) -> str:
-        return (f"{self.__class__.__name__}(layout={self.layout},\n  weak={self.weak},\n"
-                f"  aggressive={self.aggressive},\n  finish={self.finish})")
+        return (
+            f"{self.__class__.__name__}(layout={self.layout},\n  weak={self.weak},\n"
+            f"  aggressive={self.aggressive},\n  finish={self.finish})"
+        )
 
 
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of t1's RandomResizedCrop (torchvision's default)
 CROP_ATTEMPTS = 10  # torchvision's number of tries before its centre-crop fallback
 
 
-def sample_crop_box(width: int, height: int, scale: Sequence[float], draws: Sequence[float]) -> Tuple[int, ...]:
+def sample_crop_box(
+    width: int, height: int, scale: Sequence[float], draws: Sequence[float]
+) -> Tuple[int, ...]:
     """(top, left, height, width) of a RandomResizedCrop, from 4 uniform [0, 1) numbers per attempt.
 
     torchvision's rule (area uniform in ``scale`` of the image, log aspect ratio uniform in
@@ -169,7 +176,7 @@ def sample_crop_box(width: int, height: int, scale: Sequence[float], draws: Sequ
     area = width * height
     log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     for attempt in range(CROP_ATTEMPTS):
-        u_area, u_ratio, u_top, u_left = draws[4 * attempt: 4 * attempt + 4]
+        u_area, u_ratio, u_top, u_left = draws[4 * attempt : 4 * attempt + 4]
         target = area * (scale[0] + (scale[1] - scale[0]) * u_area)
         ratio = math.exp(log_low + (log_high - log_low) * u_ratio)
         w, h = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
@@ -215,8 +222,9 @@ class WeakViewsUint8:
         draws = torch.rand(4 * CROP_ATTEMPTS + 1).tolist()
         top, left, h, w = sample_crop_box(img.width, img.height, self.scale, draws)
         img = ToRGB()(img)
-        pixels = np.asarray(img.crop((left, top, left + w, top + h)).resize((self.size, self.size),
-                                                                            Image.BILINEAR))
+        pixels = np.asarray(
+            img.crop((left, top, left + w, top + h)).resize((self.size, self.size), Image.BILINEAR)
+        )
         return chw_tensor(pixels[:, ::-1] if draws[-1] < self.flip_prob else pixels)
 
     def __call__(self, img: Image.Image) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -235,8 +243,12 @@ def build_pretrain_transform(cfg) -> Union[MultiStageViews, WeakViewsUint8]:
     """
     if cfg.AUG.AGGRESSIVE_ON == "device":
         return WeakViewsUint8.from_config(cfg)
-    return MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), to_normalized_tensor(cfg),
-                           layout=view_layout(cfg))
+    return MultiStageViews(
+        weak_transform(cfg),
+        aggressive_transform(cfg),
+        to_normalized_tensor(cfg),
+        layout=view_layout(cfg),
+    )
 
 
 def eval_transform(cfg, size: Optional[int] = None) -> Callable[[Image.Image], torch.Tensor]:

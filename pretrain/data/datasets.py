@@ -53,15 +53,32 @@ DIGITS_IMAGE_SIZE = 32
 DIGITS_TEST_SIZE = math.ceil(DIGITS_NUM_IMAGES * DIGITS_TEST_FRACTION)  # 450 (sklearn rounds up)
 DIGITS_TRAIN_SIZE = DIGITS_NUM_IMAGES - DIGITS_TEST_SIZE  # 1347
 
-IMAGENET100_CLASS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources",
-                                      "imagenet100_classes.txt")
+IMAGENET100_CLASS_FILE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "resources", "imagenet100_classes.txt"
+)
 
-NUM_CLASSES = {"digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10,
-               "tiny_imagenet": 200, "imagenet100": 100, "imagenet": 1000}
+NUM_CLASSES = {
+    "digits": 10,
+    "fashion_mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "stl10": 10,
+    "tiny_imagenet": 200,
+    "imagenet100": 100,
+    "imagenet": 1000,
+}
 
 # Number of pretraining images per dataset, for --dry-run (no data is read).
-KNOWN_TRAIN_SIZES = {"digits": DIGITS_TRAIN_SIZE, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
-                     "stl10": 105000, "tiny_imagenet": 100000, "imagenet100": 126689, "imagenet": 1281167}
+KNOWN_TRAIN_SIZES = {
+    "digits": DIGITS_TRAIN_SIZE,
+    "fashion_mnist": 60000,
+    "cifar10": 50000,
+    "cifar100": 50000,
+    "stl10": 105000,
+    "tiny_imagenet": 100000,
+    "imagenet100": 126689,
+    "imagenet": 1281167,
+}
 
 FOLDER_DATASETS = ("tiny_imagenet", "imagenet100", "imagenet")
 TINY_DIR = "tiny-imagenet-200"
@@ -75,36 +92,55 @@ class DatasetError(UserError, RuntimeError):
 # Messages: expected layouts and where to get the data
 # =================================================================================================
 _LAYOUTS = {  # folder trees below DATA.ROOT, two spaces per level
-    "cifar10": ("cifar-10-batches-py/\n"
-                "  batches.meta\n  data_batch_1 ... data_batch_5\n  test_batch"),
+    "cifar10": (
+        "cifar-10-batches-py/\n  batches.meta\n  data_batch_1 ... data_batch_5\n  test_batch"
+    ),
     "cifar100": "cifar-100-python/\n  meta\n  train\n  test",
-    "stl10": ("stl10_binary/\n  class_names.txt\n  fold_indices.txt\n  train_X.bin  train_y.bin\n"
-              "  test_X.bin   test_y.bin\n  unlabeled_X.bin"),
-    "tiny_imagenet": (f"{TINY_DIR}/\n  wnids.txt\n  train/\n    n01443537/\n      images/\n"
-                      "        n01443537_0.JPEG ...\n    ... (200 class folders)\n  val/\n"
-                      "    val_annotations.txt   (file<TAB>wnid<TAB>box, as in the official zip)\n"
-                      "    images/\n      val_0.JPEG ...\n"
-                      "    (or, if reorganised: val/<wnid>/*.JPEG class folders)"),
-    "imagenet": ("train/\n  n01440764/\n    n01440764_10026.JPEG ...\n  ... (one folder per class)\n"
-                 "val/\n  n01440764/\n    ILSVRC2012_val_00000293.JPEG ...\n  ... (one folder per class)"),
+    "stl10": (
+        "stl10_binary/\n  class_names.txt\n  fold_indices.txt\n  train_X.bin  train_y.bin\n"
+        "  test_X.bin   test_y.bin\n  unlabeled_X.bin"
+    ),
+    "tiny_imagenet": (
+        f"{TINY_DIR}/\n  wnids.txt\n  train/\n    n01443537/\n      images/\n"
+        "        n01443537_0.JPEG ...\n    ... (200 class folders)\n  val/\n"
+        "    val_annotations.txt   (file<TAB>wnid<TAB>box, as in the official zip)\n"
+        "    images/\n      val_0.JPEG ...\n"
+        "    (or, if reorganised: val/<wnid>/*.JPEG class folders)"
+    ),
+    "imagenet": (
+        "train/\n  n01440764/\n    n01440764_10026.JPEG ...\n  ... (one folder per class)\n"
+        "val/\n  n01440764/\n    ILSVRC2012_val_00000293.JPEG ...\n  ... (one folder per class)"
+    ),
 }
 _LAYOUTS["imagenet100"] = _LAYOUTS["imagenet"]
 
 _HOW_TO_GET = {
-    "cifar10": ("set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
-                "or unpack cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"),
-    "cifar100": ("set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
-                 "or unpack cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"),
-    "stl10": ("set DATA.DOWNLOAD True to let torchvision download it (about 2.6 GB, needs internet), "
-              "or unpack stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ into DATA.ROOT"),
-    "tiny_imagenet": ("download the official archive http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip "
-                      "it into DATA.ROOT (torchvision cannot download it)"),
-    "imagenet": ("ImageNet-1K (ILSVRC2012) is distributed only after registering at https://image-net.org; "
-                 "extract ILSVRC2012_img_train.tar (and each class tar inside it) into train/, and sort the "
-                 "validation images into class folders under val/ (e.g. with the widely used valprep.sh)"),
-    "imagenet100": ("ImageNet-100 is read from an ImageNet-1K tree (from https://image-net.org, laid out as "
-                    "shown); a full tree works, as does a copy holding only the 100 CMC class folders listed in "
-                    "pretrain/resources/imagenet100_classes.txt (or in DATA.CLASS_LIST)"),
+    "cifar10": (
+        "set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
+        "or unpack cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"
+    ),
+    "cifar100": (
+        "set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
+        "or unpack cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"
+    ),
+    "stl10": (
+        "set DATA.DOWNLOAD True to let torchvision download it (about 2.6 GB, needs internet), "
+        "or unpack stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ into DATA.ROOT"
+    ),
+    "tiny_imagenet": (
+        "download the official archive http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip "
+        "it into DATA.ROOT (torchvision cannot download it)"
+    ),
+    "imagenet": (
+        "ImageNet-1K (ILSVRC2012) is distributed only after registering at https://image-net.org; "
+        "extract ILSVRC2012_img_train.tar (and each class tar inside it) into train/, and sort the "
+        "validation images into class folders under val/ (e.g. with the widely used valprep.sh)"
+    ),
+    "imagenet100": (
+        "ImageNet-100 is read from an ImageNet-1K tree (from https://image-net.org, laid out as "
+        "shown); a full tree works, as does a copy holding only the 100 CMC class folders listed in "
+        "pretrain/resources/imagenet100_classes.txt (or in DATA.CLASS_LIST)"
+    ),
 }
 
 
@@ -119,7 +155,8 @@ def _missing_data_error(name: str, root: str, problem: str) -> DatasetError:
     return DatasetError(
         f"Dataset '{name}': {problem}\nExpected layout under DATA.ROOT ({root!r}):\n{_layout_text(name, root)}\n"
         f"How to get it: {_HOW_TO_GET[name]}. If the data is elsewhere, point DATA.ROOT at the folder "
-        f"that holds it (shown at the top of the tree).")
+        f"that holds it (shown at the top of the tree)."
+    )
 
 
 def _require_dir(path: str, name: str, root: str) -> None:
@@ -138,7 +175,15 @@ logger = logging.getLogger("pretrain")
 TRANSPARENT_BACKGROUND = (255, 255, 255)
 GRAY_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # What PIL raises for files it cannot decode (zlib/struct errors escape from some damaged PNG/TIFF files).
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
 
 BAD_IMAGE_POLICIES = CHOICES["DATA.BAD_IMAGES"]
 DEFAULT_BAD_IMAGES = get_default_config().DATA.BAD_IMAGES
@@ -176,7 +221,9 @@ def _composite_on_background(image: Image.Image) -> Image.Image:
     """An image with transparency (alpha band, transparent palette or colour key) flattened to RGB."""
     if image.mode == "La":  # premultiplied L+alpha: PIL converts it to RGBA only through LA
         image = image.convert("LA")
-    rgba = image.convert("RGBA")  # a palette goes through RGBA, which also avoids PIL's transparency warning
+    rgba = image.convert(
+        "RGBA"
+    )  # a palette goes through RGBA, which also avoids PIL's transparency warning
     background = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
     return Image.alpha_composite(background, rgba).convert("RGB")
 
@@ -215,11 +262,17 @@ def load_rgb_image(path: str) -> Image.Image:
             return to_rgb(image)
     except DECODE_ERRORS as err:
         reason = _failure_reason(path, err)
-        problem = ("cannot be opened" if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError))
-                   else "is corrupt, truncated or not an image")
+        problem = (
+            "cannot be opened"
+            if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError))
+            else "is corrupt, truncated or not an image"
+        )
         raise BadImageError(
             f"Cannot read image {path}: {reason}. The file {problem}. Remove it or replace it with a good copy, "
-            f"or set DATA.BAD_IMAGES skip to skip such files with a warning.", path=path, reason=reason) from None
+            f"or set DATA.BAD_IMAGES skip to skip such files with a warning.",
+            path=path,
+            reason=reason,
+        ) from None
 
 
 # -- bad files under DATA.BAD_IMAGES --------------------------------------------------------------
@@ -229,7 +282,9 @@ _warned_paths = set()  # files already reported by this process
 def check_bad_images_policy(policy: str) -> str:
     """The DATA.BAD_IMAGES value, checked to be one of BAD_IMAGE_POLICIES."""
     if policy not in BAD_IMAGE_POLICIES:
-        raise DatasetError(f"DATA.BAD_IMAGES is {policy!r}; choose one of: {', '.join(BAD_IMAGE_POLICIES)}.")
+        raise DatasetError(
+            f"DATA.BAD_IMAGES is {policy!r}; choose one of: {', '.join(BAD_IMAGE_POLICIES)}."
+        )
     return policy
 
 
@@ -238,9 +293,13 @@ def _warn_skipped(path: str, err: BadImageError) -> None:
     if path in _warned_paths:
         return
     _warned_paths.add(path)
-    logger.warning("Skipping unreadable image %s (%s); the next image of the data set is used in its place "
-                   "(DATA.BAD_IMAGES skip). Remove or replace the file, or set DATA.BAD_IMAGES fail to stop "
-                   "on such files.", path, err.reason)
+    logger.warning(
+        "Skipping unreadable image %s (%s); the next image of the data set is used in its place "
+        "(DATA.BAD_IMAGES skip). Remove or replace the file, or set DATA.BAD_IMAGES fail to stop "
+        "on such files.",
+        path,
+        err.reason,
+    )
 
 
 class FaultTolerantFiles:
@@ -284,7 +343,8 @@ class FaultTolerantFiles:
         raise DatasetError(
             f"{tries} consecutive image files, starting at {first}, could not be read (see the warnings above); "
             f"too many consecutive bad files for DATA.BAD_IMAGES skip. The data is probably damaged or not "
-            f"images at all: check the folder, re-extract or re-download the data set.")
+            f"images at all: check the folder, re-extract or re-download the data set."
+        )
 
 
 def _fault_tolerant_parts(dataset, depth: int = 0) -> Iterator[FaultTolerantFiles]:
@@ -313,8 +373,10 @@ def bad_image_report(dataset) -> str | None:
     count = bad_image_count(dataset)
     if not count:
         return None
-    return (f"{count} unreadable image(s) were skipped (DATA.BAD_IMAGES skip); "
-            f"see the warnings above for their paths")
+    return (
+        f"{count} unreadable image(s) were skipped (DATA.BAD_IMAGES skip); "
+        f"see the warnings above for their paths"
+    )
 
 
 # =================================================================================================
@@ -323,8 +385,13 @@ def bad_image_report(dataset) -> str | None:
 class LabeledFiles(FaultTolerantFiles, Dataset):
     """A list of (image path, label) pairs read with PIL, yielding ``(transform(image), label)``."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str],
-                 transform: Callable | None = None, bad_images: str = DEFAULT_BAD_IMAGES):
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        classes: Sequence[str],
+        transform: Callable | None = None,
+        bad_images: str = DEFAULT_BAD_IMAGES,
+    ):
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
         self.classes = list(classes)
@@ -348,16 +415,24 @@ class ClassListImageFolder(FaultTolerantFiles, tvd.ImageFolder):
     that cannot be decoded follow the ``bad_images`` policy (see :class:`FaultTolerantFiles`).
     """
 
-    def __init__(self, root: str, classes: Sequence[str] | None = None, transform: Callable | None = None,
-                 list_source: str = "the class list", bad_images: str = DEFAULT_BAD_IMAGES):
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] | None = None,
+        transform: Callable | None = None,
+        list_source: str = "the class list",
+        bad_images: str = DEFAULT_BAD_IMAGES,
+    ):
         self.wanted_classes = sorted(set(classes)) if classes is not None else None
         self.list_source = list_source
         try:
             # allow_empty: empty class folders are reported below, by name and with the fix
             super().__init__(root, transform=transform, loader=load_rgb_image, allow_empty=True)
         except FileNotFoundError as err:  # no class folders at all
-            raise DatasetError(f"{os.path.abspath(root)} holds no usable images: {err}. Each class needs a folder "
-                               f"<wnid>/ with image files ({', '.join(IMG_EXTENSIONS)}).") from None
+            raise DatasetError(
+                f"{os.path.abspath(root)} holds no usable images: {err}. Each class needs a folder "
+                f"<wnid>/ with image files ({', '.join(IMG_EXTENSIONS)})."
+            ) from None
         self._check_no_empty_classes()
         self._init_bad_images(bad_images)
 
@@ -367,23 +442,29 @@ class ClassListImageFolder(FaultTolerantFiles, tvd.ImageFolder):
         if not empty:
             return
         folders = [os.path.join(os.path.abspath(self.root), name) for name in empty]
-        shown = ", ".join(folders[:10]) + (f" ... ({len(folders)} in all)" if len(folders) > 10 else "")
+        shown = ", ".join(folders[:10]) + (
+            f" ... ({len(folders)} in all)" if len(folders) > 10 else ""
+        )
         raise DatasetError(
             f"{len(empty)} class folder(s) hold no image files ({', '.join(IMG_EXTENSIONS)}): {shown}. "
             f"Add images to them, or remove those folders, or set DATA.CLASS_LIST to a file listing only the "
-            f"classes to use.")
+            f"classes to use."
+        )
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         """All class folders (ImageFolder's rule), or the wanted ones after checking they exist."""
         if self.wanted_classes is None:
             return super().find_classes(directory)
-        missing = [name for name in self.wanted_classes if not os.path.isdir(os.path.join(directory, name))]
+        missing = [
+            name for name in self.wanted_classes if not os.path.isdir(os.path.join(directory, name))
+        ]
         if missing:
             shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise DatasetError(
                 f"{len(missing)} of the {len(self.wanted_classes)} classes listed in {self.list_source} are "
                 f"missing from {os.path.abspath(directory)}: {shown}. Add those class folders, or set "
-                f"DATA.CLASS_LIST to a file listing only classes present in the tree.")
+                f"DATA.CLASS_LIST to a file listing only classes present in the tree."
+            )
         return list(self.wanted_classes), {name: i for i, name in enumerate(self.wanted_classes)}
 
     def __getitem__(self, index: int):
@@ -401,15 +482,19 @@ class ClassListImageFolder(FaultTolerantFiles, tvd.ImageFolder):
 def read_class_list(path: str) -> list[str]:
     """Class names from a text file: one per line; blank lines and '#' comments are ignored."""
     if not os.path.isfile(path):
-        raise DatasetError(f"Class list file {os.path.abspath(path)} (DATA.CLASS_LIST) does not exist. "
-                           f"Give a text file with one class folder name (wnid) per line, or set "
-                           f"DATA.CLASS_LIST '' to use all classes.")
+        raise DatasetError(
+            f"Class list file {os.path.abspath(path)} (DATA.CLASS_LIST) does not exist. "
+            f"Give a text file with one class folder name (wnid) per line, or set "
+            f"DATA.CLASS_LIST '' to use all classes."
+        )
     with open(path, "r", encoding="utf-8") as handle:
         names = [line.split("#", 1)[0].strip() for line in handle]
     names = [name for name in names if name]
     if not names:
-        raise DatasetError(f"Class list file {os.path.abspath(path)} (DATA.CLASS_LIST) lists no classes. "
-                           f"Write one class folder name (wnid) per line.")
+        raise DatasetError(
+            f"Class list file {os.path.abspath(path)} (DATA.CLASS_LIST) lists no classes. "
+            f"Write one class folder name (wnid) per line."
+        )
     return sorted(set(names))
 
 
@@ -417,9 +502,11 @@ def _class_list_path(cfg) -> str | None:
     """DATA.CLASS_LIST if set, else the builtin CMC list for imagenet100, else None (all classes)."""
     if cfg.DATA.CLASS_LIST:
         if cfg.DATA.NAME not in FOLDER_DATASETS:
-            raise DatasetError(f"DATA.CLASS_LIST is set but DATA.NAME '{cfg.DATA.NAME}' is not a folder dataset; "
-                               f"a class list applies only to {', '.join(FOLDER_DATASETS)}. "
-                               f"Set DATA.CLASS_LIST '' or change DATA.NAME.")
+            raise DatasetError(
+                f"DATA.CLASS_LIST is set but DATA.NAME '{cfg.DATA.NAME}' is not a folder dataset; "
+                f"a class list applies only to {', '.join(FOLDER_DATASETS)}. "
+                f"Set DATA.CLASS_LIST '' or change DATA.NAME."
+            )
         return cfg.DATA.CLASS_LIST
     return IMAGENET100_CLASS_FILE if cfg.DATA.NAME == "imagenet100" else None
 
@@ -440,7 +527,9 @@ def num_classes(cfg) -> int:
 def _check_config(cfg) -> None:
     """Reject an unknown DATA.NAME, and a DATA.CLASS_LIST given for a dataset it cannot restrict."""
     if cfg.DATA.NAME not in NUM_CLASSES:
-        raise DatasetError(f"Unknown dataset DATA.NAME '{cfg.DATA.NAME}'. Choose one of: {', '.join(NUM_CLASSES)}.")
+        raise DatasetError(
+            f"Unknown dataset DATA.NAME '{cfg.DATA.NAME}'. Choose one of: {', '.join(NUM_CLASSES)}."
+        )
     _class_list_path(cfg)
 
 
@@ -462,10 +551,16 @@ def digits_split(split: str) -> tuple[list[Image.Image], list[int]]:
     if split not in ("train", "test"):
         raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
     digits = load_digits()
-    train_idx, test_idx = train_test_split(np.arange(len(digits.target)), test_size=DIGITS_TEST_FRACTION,
-                                           stratify=digits.target, random_state=DIGITS_SPLIT_SEED)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(digits.target)),
+        test_size=DIGITS_TEST_FRACTION,
+        stratify=digits.target,
+        random_state=DIGITS_SPLIT_SEED,
+    )
     indices = train_idx if split == "train" else test_idx
-    return [_digit_to_pil(digits.images[i]) for i in indices], [int(digits.target[i]) for i in indices]
+    return [_digit_to_pil(digits.images[i]) for i in indices], [
+        int(digits.target[i]) for i in indices
+    ]
 
 
 class DigitsDataset(Dataset):
@@ -487,7 +582,11 @@ class DigitsDataset(Dataset):
 # =================================================================================================
 # torchvision datasets (CIFAR, STL-10)
 # =================================================================================================
-_TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "stl10": "stl10_binary"}
+_TORCHVISION_FOLDERS = {
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "stl10": "stl10_binary",
+}
 
 
 def _torchvision_dataset(cfg, split: str, transform: Callable | None) -> Dataset:
@@ -504,11 +603,17 @@ def _torchvision_dataset(cfg, split: str, transform: Callable | None) -> Dataset
         raise
     except RuntimeError as err:  # torchvision: files missing or failing their checksum
         folder = os.path.join(os.path.abspath(root), _TORCHVISION_FOLDERS[name])
-        raise _missing_data_error(name, root, f"the files are incomplete or corrupted ({err}). Delete "
-                                  f"{folder} and fetch it again.") from None
+        raise _missing_data_error(
+            name,
+            root,
+            f"the files are incomplete or corrupted ({err}). Delete {folder} and fetch it again.",
+        ) from None
     except OSError as err:  # includes urllib's URLError when the download fails
-        raise _missing_data_error(name, root, f"could not be read or downloaded ({err}). Check the network "
-                                  f"or copy the data by hand.") from None
+        raise _missing_data_error(
+            name,
+            root,
+            f"could not be read or downloaded ({err}). Check the network or copy the data by hand.",
+        ) from None
 
 
 # =================================================================================================
@@ -521,17 +626,27 @@ def _folder_root(cfg) -> str:
     return cfg.DATA.ROOT
 
 
-def _folder_split(cfg, split: str, transform: Callable | None,
-                  classes: Sequence[str] | None) -> ClassListImageFolder:
+def _folder_split(
+    cfg, split: str, transform: Callable | None, classes: Sequence[str] | None
+) -> ClassListImageFolder:
     """train/ or val/ of a folder dataset as an ImageFolder restricted to ``classes`` (None = all)."""
     path = os.path.join(_folder_root(cfg), split)
     _require_dir(path, cfg.DATA.NAME, cfg.DATA.ROOT)
     if not any(entry.is_dir() for entry in os.scandir(path)):
-        raise _missing_data_error(cfg.DATA.NAME, cfg.DATA.ROOT, f"folder {os.path.abspath(path)} holds no class "
-                                  f"folders (one sub-folder of images per class is expected).")
+        raise _missing_data_error(
+            cfg.DATA.NAME,
+            cfg.DATA.ROOT,
+            f"folder {os.path.abspath(path)} holds no class "
+            f"folders (one sub-folder of images per class is expected).",
+        )
     source = _class_list_path(cfg) or f"{os.path.abspath(os.path.join(_folder_root(cfg), 'train'))}"
-    return ClassListImageFolder(path, classes=classes, transform=transform, list_source=source,
-                                bad_images=check_bad_images_policy(cfg.DATA.BAD_IMAGES))
+    return ClassListImageFolder(
+        path,
+        classes=classes,
+        transform=transform,
+        list_source=source,
+        bad_images=check_bad_images_policy(cfg.DATA.BAD_IMAGES),
+    )
 
 
 def _read_tiny_annotations(path: str) -> list[tuple[str, str]]:
@@ -543,14 +658,18 @@ def _read_tiny_annotations(path: str) -> list[tuple[str, str]]:
             if not fields:
                 continue
             if len(fields) < 2:
-                raise DatasetError(f"{path}, line {number}: expected 'file<TAB>wnid<TAB>x y w h', got "
-                                   f"{line.strip()!r}. Restore val_annotations.txt from the official "
-                                   f"tiny-imagenet-200.zip.")
+                raise DatasetError(
+                    f"{path}, line {number}: expected 'file<TAB>wnid<TAB>x y w h', got "
+                    f"{line.strip()!r}. Restore val_annotations.txt from the official "
+                    f"tiny-imagenet-200.zip."
+                )
             pairs.append((fields[0], fields[1]))
     return pairs
 
 
-def _tiny_flat_val(cfg, transform: Callable | None, classes: Sequence[str], restricted: bool) -> LabeledFiles:
+def _tiny_flat_val(
+    cfg, transform: Callable | None, classes: Sequence[str], restricted: bool
+) -> LabeledFiles:
     """The official flat Tiny ImageNet val (val/images + val_annotations.txt), labelled like train.
 
     With ``restricted`` (a class list is in use) images of other classes are skipped; otherwise an
@@ -568,22 +687,36 @@ def _tiny_flat_val(cfg, transform: Callable | None, classes: Sequence[str], rest
             absent.append(path)
         samples.append((path, class_to_idx[wnid]))
     if unknown and not restricted:
-        raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, f"val_annotations.txt names {len(unknown)} classes "
-                                  f"without a train/ folder (e.g. {min(unknown)}); train/ is incomplete.")
+        raise _missing_data_error(
+            "tiny_imagenet",
+            cfg.DATA.ROOT,
+            f"val_annotations.txt names {len(unknown)} classes "
+            f"without a train/ folder (e.g. {min(unknown)}); train/ is incomplete.",
+        )
     if absent:
-        raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, f"{len(absent)} images listed in "
-                                  f"val_annotations.txt are missing (e.g. {absent[0]}).")
+        raise _missing_data_error(
+            "tiny_imagenet",
+            cfg.DATA.ROOT,
+            f"{len(absent)} images listed in val_annotations.txt are missing (e.g. {absent[0]}).",
+        )
     if not samples:
-        raise _missing_data_error("tiny_imagenet", cfg.DATA.ROOT, "val_annotations.txt lists no images of the "
-                                  "selected classes.")
-    return LabeledFiles(samples, classes, transform, bad_images=check_bad_images_policy(cfg.DATA.BAD_IMAGES))
+        raise _missing_data_error(
+            "tiny_imagenet",
+            cfg.DATA.ROOT,
+            "val_annotations.txt lists no images of the selected classes.",
+        )
+    return LabeledFiles(
+        samples, classes, transform, bad_images=check_bad_images_policy(cfg.DATA.BAD_IMAGES)
+    )
 
 
 def _tiny_val(cfg, transform: Callable | None, classes: Sequence[str], restricted: bool) -> Dataset:
     """Tiny ImageNet val: the official flat layout when val_annotations.txt exists, else class folders."""
     val_dir = os.path.join(_folder_root(cfg), "val")
     _require_dir(val_dir, "tiny_imagenet", cfg.DATA.ROOT)
-    if os.path.isfile(os.path.join(val_dir, "val_annotations.txt")) and os.path.isdir(os.path.join(val_dir, "images")):
+    if os.path.isfile(os.path.join(val_dir, "val_annotations.txt")) and os.path.isdir(
+        os.path.join(val_dir, "images")
+    ):
         return _tiny_flat_val(cfg, transform, classes, restricted)
     return _folder_split(cfg, "val", transform, classes)
 
@@ -608,9 +741,12 @@ def build_pretrain_dataset(cfg, transform: Callable | None) -> Dataset:
         return DigitsDataset("train", transform)
     if name == "fashion_mnist":
         from pretrain.data.fashion_mnist import FashionMNIST
+
         return FashionMNIST(cfg.DATA.ROOT, "train", transform)
     if name in _TORCHVISION_FOLDERS:
-        return _torchvision_dataset(cfg, "train+unlabeled" if name == "stl10" else "train", transform)
+        return _torchvision_dataset(
+            cfg, "train+unlabeled" if name == "stl10" else "train", transform
+        )
     return _folder_split(cfg, "train", transform, class_names(cfg))
 
 
@@ -622,7 +758,12 @@ def build_eval_datasets(cfg, transform: Callable | None) -> tuple[Dataset, Datas
         return DigitsDataset("train", transform), DigitsDataset("test", transform)
     if name == "fashion_mnist":
         from pretrain.data.fashion_mnist import FashionMNIST
-        return FashionMNIST(cfg.DATA.ROOT, "train", transform), FashionMNIST(cfg.DATA.ROOT, "test", transform)
+
+        return FashionMNIST(cfg.DATA.ROOT, "train", transform), FashionMNIST(
+            cfg.DATA.ROOT, "test", transform
+        )
     if name in _TORCHVISION_FOLDERS:
-        return _torchvision_dataset(cfg, "train", transform), _torchvision_dataset(cfg, "test", transform)
+        return _torchvision_dataset(cfg, "train", transform), _torchvision_dataset(
+            cfg, "test", transform
+        )
     return _folder_eval_datasets(cfg, transform)

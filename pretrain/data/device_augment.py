@@ -67,7 +67,9 @@ def _hue_range(value: float | Sequence[float]) -> Range | None:
     else:
         low, high = float(value[0]), float(value[1])
         if not -0.5 <= low <= high <= 0.5:
-            raise ValueError(f"hue jitter range must satisfy -0.5 <= min <= max <= 0.5, got {value}")
+            raise ValueError(
+                f"hue jitter range must satisfy -0.5 <= min <= max <= 0.5, got {value}"
+            )
     return None if low == high == 0.0 else (low, high)
 
 
@@ -97,16 +99,16 @@ def adjust_hue_batched(images: Tensor, hue: Tensor) -> Tensor:
     r, g, b = images.unbind(dim=-3)
     maxc = images.amax(dim=-3)
     cr = maxc - images.amin(dim=-3)
-    inv = torch.reciprocal(cr.clamp_min(1e-30))            # C = 0 only where diff = 0 below
+    inv = torch.reciprocal(cr.clamp_min(1e-30))  # C = 0 only where diff = 0 below
     is_r = maxc == r
     is_g = (maxc == g) & ~is_r
     diff = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
-    offset = (~is_r).to(images.dtype).add_(~(is_r | is_g)).mul_(2.0)      # 0 (r), 2 (g), 4 (b)
-    h6 = torch.addcmul(offset, diff, inv)                                   # (B, H, W), in [-1, 5]
+    offset = (~is_r).to(images.dtype).add_(~(is_r | is_g)).mul_(2.0)  # 0 (r), 2 (g), 4 (b)
+    h6 = torch.addcmul(offset, diff, inv)  # (B, H, W), in [-1, 5]
     h6 = h6.add_((6.0 * hue.to(images.dtype)).view(-1, 1, 1)).unsqueeze(-3)
     # (5, 3, 1) made on the device (a torch.tensor() literal would be a host-to-device copy per call).
     n = torch.arange(5.0, 0.0, -2.0, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    k = torch.remainder(h6 + n, 6.0)                                        # (B, 3, H, W)
+    k = torch.remainder(h6 + n, 6.0)  # (B, 3, H, W)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return torch.addcmul(maxc.unsqueeze(-3), cr.unsqueeze(-3), ramp, value=-1.0)
 
@@ -127,14 +129,16 @@ def gaussian_blur_batched(images: Tensor, sigma: Tensor, kernel_size: int) -> Te
     b, c, height, width = images.shape
     pad = kernel_size // 2
     if pad >= min(height, width):
-        raise ValueError(f"blur kernel of size {kernel_size} needs images larger than {pad} px "
-                         f"(reflect padding), got {height}x{width}")
-    kernel = gaussian_kernels1d(sigma.to(images.dtype), kernel_size)            # (B, K)
-    kernel = kernel.repeat_interleave(c, dim=0)                                  # (B*C, K)
+        raise ValueError(
+            f"blur kernel of size {kernel_size} needs images larger than {pad} px "
+            f"(reflect padding), got {height}x{width}"
+        )
+    kernel = gaussian_kernels1d(sigma.to(images.dtype), kernel_size)  # (B, K)
+    kernel = kernel.repeat_interleave(c, dim=0)  # (B*C, K)
     x = images.reshape(1, b * c, height, width)
     x = F.pad(x, [pad, pad, pad, pad], mode="reflect")
-    x = F.conv2d(x, kernel.view(b * c, 1, kernel_size, 1), groups=b * c)        # vertical
-    x = F.conv2d(x, kernel.view(b * c, 1, 1, kernel_size), groups=b * c)        # horizontal
+    x = F.conv2d(x, kernel.view(b * c, 1, kernel_size, 1), groups=b * c)  # vertical
+    x = F.conv2d(x, kernel.view(b * c, 1, 1, kernel_size), groups=b * c)  # horizontal
     return x.reshape(b, c, height, width)
 
 
@@ -148,14 +152,21 @@ class DeviceAggressiveAugment(torch.nn.Module):
     pass a ``torch.Generator`` on that device for reproducible draws (else torch's default one).
     """
 
-    def __init__(self, jitter: Sequence = (0.4, 0.4, 0.4, 0.1), jitter_prob: float = 0.8,
-                 gray_prob: float = 0.2, blur_prob: float = 0.5,
-                 blur_sigma: Sequence[float] = (0.1, 2.0),
-                 mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)):
+    def __init__(
+        self,
+        jitter: Sequence = (0.4, 0.4, 0.4, 0.1),
+        jitter_prob: float = 0.8,
+        gray_prob: float = 0.2,
+        blur_prob: float = 0.5,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+    ):
         super().__init__()
         if len(jitter) != 4:
-            raise ValueError(f"jitter needs 4 values (brightness, contrast, saturation, hue), got {jitter}")
+            raise ValueError(
+                f"jitter needs 4 values (brightness, contrast, saturation, hue), got {jitter}"
+            )
         self.brightness = _factor_range(jitter[0], "brightness")
         self.contrast = _factor_range(jitter[1], "contrast")
         self.saturation = _factor_range(jitter[2], "saturation")
@@ -171,20 +182,31 @@ class DeviceAggressiveAugment(torch.nn.Module):
         self.kernel_size = 2 * math.ceil(3.0 * high) + 1
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values with std > 0, got {mean}, {std}")
-        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([float(s) for s in std]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor([float(s) for s in std]).view(1, 3, 1, 1), persistent=False
+        )
 
     @classmethod
     def from_config(cls, cfg) -> DeviceAggressiveAugment:
         aug = cfg.AUG
-        return cls(jitter=list(aug.JITTER), jitter_prob=aug.JITTER_PROB, gray_prob=aug.GRAY_PROB,
-                   blur_prob=aug.BLUR_PROB, blur_sigma=list(aug.BLUR_SIGMA),
-                   mean=list(cfg.DATA.MEAN), std=list(cfg.DATA.STD))
+        return cls(
+            jitter=list(aug.JITTER),
+            jitter_prob=aug.JITTER_PROB,
+            gray_prob=aug.GRAY_PROB,
+            blur_prob=aug.BLUR_PROB,
+            blur_sigma=list(aug.BLUR_SIGMA),
+            mean=list(cfg.DATA.MEAN),
+            std=list(cfg.DATA.STD),
+        )
 
     # -- parameters ---------------------------------------------------------------------------
 
-    def sample_params(self, batch_size: int, device=None,
-                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def sample_params(
+        self, batch_size: int, device=None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """Independent parameters for each of ``batch_size`` images, as tensors on ``device``.
 
         Keys: jitter_applied, gray_applied, blur_applied (bool, (B,)); brightness, contrast,
@@ -203,7 +225,9 @@ class DeviceAggressiveAugment(torch.nn.Module):
                 return torch.full_like(u, neutral)
             return rng[0] + (rng[1] - rng[0]) * u
 
-        jitter_applied = torch.rand(batch_size, device=device, generator=generator) < self.jitter_prob
+        jitter_applied = (
+            torch.rand(batch_size, device=device, generator=generator) < self.jitter_prob
+        )
         brightness = uniform(self.brightness, 1.0)
         contrast = uniform(self.contrast, 1.0)
         saturation = uniform(self.saturation, 1.0)
@@ -212,13 +236,23 @@ class DeviceAggressiveAugment(torch.nn.Module):
         gray_applied = torch.rand(batch_size, device=device, generator=generator) < self.gray_prob
         blur_applied = torch.rand(batch_size, device=device, generator=generator) < self.blur_prob
         sigma = uniform(self.blur_sigma, self.blur_sigma[0])
-        return {"jitter_applied": jitter_applied, "brightness": brightness, "contrast": contrast,
-                "saturation": saturation, "hue": hue, "order": order, "gray_applied": gray_applied,
-                "blur_applied": blur_applied, "sigma": sigma}
+        return {
+            "jitter_applied": jitter_applied,
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+            "hue": hue,
+            "order": order,
+            "gray_applied": gray_applied,
+            "blur_applied": blur_applied,
+            "sigma": sigma,
+        }
 
     # -- deterministic ops --------------------------------------------------------------------
 
-    def _blend_step(self, x: Tensor, params: dict[str, Tensor], op: Tensor, active: Tensor) -> Tensor:
+    def _blend_step(
+        self, x: Tensor, params: dict[str, Tensor], op: Tensor, active: Tensor
+    ) -> Tensor:
         """Each active image runs the blend op ``op[i]`` (brightness, contrast or saturation) now.
 
         The three are all blends ``f x + (1 - f) t`` (target t = 0, the mean of the grayscale, the
@@ -229,7 +263,9 @@ class DeviceAggressiveAugment(torch.nn.Module):
         factor = torch.ones((), dtype=x.dtype, device=x.device).expand(x.shape[0])
         target_is_mean = target_is_gray = None
         if self.brightness is not None:
-            factor = torch.where(active & (op == BRIGHTNESS), params["brightness"].to(x.dtype), factor)
+            factor = torch.where(
+                active & (op == BRIGHTNESS), params["brightness"].to(x.dtype), factor
+            )
         if self.contrast is not None:
             target_is_mean = active & (op == CONTRAST)
             factor = torch.where(target_is_mean, params["contrast"].to(x.dtype), factor)
@@ -245,7 +281,7 @@ class DeviceAggressiveAugment(torch.nn.Module):
             if target_is_gray is not None:
                 target = torch.where(target_is_gray.view(-1, 1, 1, 1), gray, target)
         f = factor.view(-1, 1, 1, 1)
-        return torch.addcmul((1.0 - f) * target, f, x).clamp_(0.0, 1.0)      # f x + (1 - f) t
+        return torch.addcmul((1.0 - f) * target, f, x).clamp_(0.0, 1.0)  # f x + (1 - f) t
 
     def _color_jitter(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """ColorJitter with each image's own factors and op order, for images with jitter_applied.
@@ -265,7 +301,7 @@ class DeviceAggressiveAugment(torch.nn.Module):
                 for position in range(4):
                     x = self._blend_step(x, params, order[:, position], applied)
             return x
-        hue_position = order.argsort(dim=1)[:, HUE]                    # inverse permutation
+        hue_position = order.argsort(dim=1)[:, HUE]  # inverse permutation
         for step in range(7):
             if step == 3:
                 use_hue = applied.view(-1, 1, 1, 1)
@@ -288,7 +324,9 @@ class DeviceAggressiveAugment(torch.nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if not images.is_floating_point():
-            raise TypeError(f"apply() takes float images in [0, 1], got {images.dtype}; use forward() for uint8")
+            raise TypeError(
+                f"apply() takes float images in [0, 1], got {images.dtype}; use forward() for uint8"
+            )
         out_dtype = images.dtype
         with torch.autocast(device_type=images.device.type, enabled=False):
             x = images.float()
@@ -299,7 +337,9 @@ class DeviceAggressiveAugment(torch.nn.Module):
                 x = torch.where(use_gray, rgb_to_gray(x).expand_as(x), x)
             if self.blur_prob > 0:
                 use_blur = params["blur_applied"].view(-1, 1, 1, 1)
-                x = torch.where(use_blur, gaussian_blur_batched(x, params["sigma"], self.kernel_size), x)
+                x = torch.where(
+                    use_blur, gaussian_blur_batched(x, params["sigma"], self.kernel_size), x
+                )
         return x.to(out_dtype)
 
     # -- the engine's entry points -------------------------------------------------------------
@@ -329,6 +369,8 @@ class DeviceAggressiveAugment(torch.nn.Module):
         return self.normalize(self.augment(weak, generator))
 
     def extra_repr(self) -> str:
-        return (f"brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}, "
-                f"hue={self.hue}, jitter_prob={self.jitter_prob}, gray_prob={self.gray_prob}, "
-                f"blur_prob={self.blur_prob}, blur_sigma={self.blur_sigma}, kernel_size={self.kernel_size}")
+        return (
+            f"brightness={self.brightness}, contrast={self.contrast}, saturation={self.saturation}, "
+            f"hue={self.hue}, jitter_prob={self.jitter_prob}, gray_prob={self.gray_prob}, "
+            f"blur_prob={self.blur_prob}, blur_sigma={self.blur_sigma}, kernel_size={self.kernel_size}"
+        )

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from pretrain.utils import distributed as comm
 from pretrain.data.augment import eval_transform
 from pretrain.data.datasets import build_eval_datasets
+from pretrain.utils import distributed as comm
 
 
 def seed_worker(worker_id: int) -> None:
@@ -21,12 +21,28 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device, sampler=None,
-                drop_last: bool = False, seed: int = 0) -> DataLoader:
+def make_loader(
+    dataset,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    sampler=None,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> DataLoader:
     """A DataLoader with seeded workers, pinned memory on CUDA and persistent workers."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", drop_last=drop_last, persistent_workers=num_workers > 0,
-                      worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def process_share(dataset: Dataset) -> Dataset:
@@ -38,5 +54,7 @@ def process_share(dataset: Dataset) -> Dataset:
 def build_eval_loaders(cfg, device: torch.device) -> Tuple[DataLoader, DataLoader]:
     """(memory, query) loaders over this process's share of the labelled train and held-out splits."""
     memory, query = build_eval_datasets(cfg, eval_transform(cfg))
-    return tuple(make_loader(process_share(ds), cfg.KNN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, device)
-                 for ds in (memory, query))
+    return tuple(
+        make_loader(process_share(ds), cfg.KNN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, device)
+        for ds in (memory, query)
+    )

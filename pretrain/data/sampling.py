@@ -17,7 +17,9 @@ _MASK = (1 << 63) - 1
 
 def sample_seed(base_seed: int, epoch: int, index: int) -> int:
     """A deterministic 63-bit seed for one image in one epoch (a SplitMix64-style mix of the three numbers)."""
-    x = (base_seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & _MASK
+    x = (
+        base_seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB
+    ) & _MASK
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
     return x ^ (x >> 31)
@@ -65,7 +67,9 @@ class SeededTransformDataset(Dataset):
 
     def __getitem__(self, key: Tuple[int, int]):
         index, seed = key
-        generator = torch.default_generator  # what CPU transforms draw from (torch.random.fork_rng is 50x slower)
+        generator = (
+            torch.default_generator
+        )  # what CPU transforms draw from (torch.random.fork_rng is 50x slower)
         saved = generator.get_state()
         generator.manual_seed(seed)
         try:

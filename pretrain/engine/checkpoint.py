@@ -37,10 +37,14 @@ _NAME = re.compile(r"^checkpoint_(\d{7})\.pth$")
 UNSAFE = "needs unsafe unpickling"  # the phrase every refusal of a code-running file uses
 # What to do instead, for tools that read pretraining checkpoints (knn, lincls, pretrain --resume): for a file
 # refused because it needs unsafe unpickling, and for a corrupt file or one of another kind.
-PRETRAIN_CHECKPOINT_FIX = ("Checkpoints written by tools/pretrain.py never need it: pass one of those "
-                           "(checkpoint_*.pth in the run's OUTPUT_DIR).")
-CORRUPT_CHECKPOINT_FIX = ("Pass a checkpoint written by tools/pretrain.py (checkpoint_*.pth in the run's OUTPUT_DIR), "
-                          "or an earlier one of the same run.")
+PRETRAIN_CHECKPOINT_FIX = (
+    "Checkpoints written by tools/pretrain.py never need it: pass one of those "
+    "(checkpoint_*.pth in the run's OUTPUT_DIR)."
+)
+CORRUPT_CHECKPOINT_FIX = (
+    "Pass a checkpoint written by tools/pretrain.py (checkpoint_*.pth in the run's OUTPUT_DIR), "
+    "or an earlier one of the same run."
+)
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -99,7 +103,10 @@ def _write_atomic(path: str, write) -> str:
 def save_atomic(obj: dict, path: str) -> None:
     """torch.save ``obj`` to ``path`` atomically, then its SHA-256 to ``path.sha256``."""
     digest = _write_atomic(path, lambda handle: torch.save(obj, handle))
-    _write_atomic(path + DIGEST_SUFFIX, lambda handle: handle.write(f"{digest}  {os.path.basename(path)}\n".encode()))
+    _write_atomic(
+        path + DIGEST_SUFFIX,
+        lambda handle: handle.write(f"{digest}  {os.path.basename(path)}\n".encode()),
+    )
 
 
 def save_atomic_bytes(data: bytes, path: str) -> None:
@@ -123,9 +130,11 @@ def verify_digest(path: str) -> None:
     with open(companion, "r", encoding="utf-8") as handle:
         expected = handle.read().split()[:1]
     if expected != [file_sha256(path)]:
-        raise CheckpointError(f"Checkpoint '{path}' is corrupt: its SHA-256 does not match the digest written with "
-                              f"it ({os.path.basename(companion)}); the file changed on disk after it was saved. "
-                              f"Use an earlier checkpoint.")
+        raise CheckpointError(
+            f"Checkpoint '{path}' is corrupt: its SHA-256 does not match the digest written with "
+            f"it ({os.path.basename(companion)}); the file changed on disk after it was saved. "
+            f"Use an earlier checkpoint."
+        )
 
 
 def remove_stale_temporaries(folder: str) -> None:
@@ -164,8 +173,13 @@ def rng_states() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -176,8 +190,15 @@ def rng_states() -> dict:
 def restore_rng_states(states: dict) -> None:
     random.setstate(_as_tuple(states["python"]))
     np_state = states["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -209,7 +230,9 @@ def _refused_global(err: Exception) -> str:
     return f" (it refers to {match.group(1)})" if match else ""
 
 
-def unreadable_message(path: str, err: Exception, fix: str, corrupt_fix: Optional[str] = None) -> str:
+def unreadable_message(
+    path: str, err: Exception, fix: str, corrupt_fix: Optional[str] = None
+) -> str:
     """One paragraph on why ``torch.load(path, weights_only=True)`` failed with ``err``.
 
     It ends with ``fix`` for files refused because they need unsafe unpickling, and with
@@ -218,29 +241,47 @@ def unreadable_message(path: str, err: Exception, fix: str, corrupt_fix: Optiona
     corrupt_fix = fix if corrupt_fix is None else corrupt_fix
     kind = file_format(path)
     if kind == "pickle":
-        return (f"'{path}' is a plain pickle file, not a PyTorch checkpoint (Detectron2 weights written by "
-                f"tools/convert_to_d2.py are such files; only tools/train_det.py reads them, as MODEL.WEIGHTS). "
-                f"It was not loaded: it {UNSAFE}, which can run arbitrary code. {fix}")
-    if kind == "zip" and isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
-        return (f"'{path}' {UNSAFE}: besides tensors it stores Python objects{_refused_global(err)}, and "
-                f"unpickling those can run arbitrary code, so it was not loaded. {fix}")
+        return (
+            f"'{path}' is a plain pickle file, not a PyTorch checkpoint (Detectron2 weights written by "
+            f"tools/convert_to_d2.py are such files; only tools/train_det.py reads them, as MODEL.WEIGHTS). "
+            f"It was not loaded: it {UNSAFE}, which can run arbitrary code. {fix}"
+        )
+    if (
+        kind == "zip"
+        and isinstance(err, pickle.UnpicklingError)
+        and "weights only" in str(err).lower()
+    ):
+        return (
+            f"'{path}' {UNSAFE}: besides tensors it stores Python objects{_refused_global(err)}, and "
+            f"unpickling those can run arbitrary code, so it was not loaded. {fix}"
+        )
     if kind == "zip":
-        return (f"Could not read checkpoint '{path}': {err.__class__.__name__}: {first_line(err)}. The file is "
-                f"corrupt or truncated. {corrupt_fix}")
-    return (f"'{path}' is not a PyTorch checkpoint: it is neither a zip archive (what torch.save writes) nor a "
-            f"pickle, so it is corrupt, truncated or another kind of file. {corrupt_fix}")
+        return (
+            f"Could not read checkpoint '{path}': {err.__class__.__name__}: {first_line(err)}. The file is "
+            f"corrupt or truncated. {corrupt_fix}"
+        )
+    return (
+        f"'{path}' is not a PyTorch checkpoint: it is neither a zip archive (what torch.save writes) nor a "
+        f"pickle, so it is corrupt, truncated or another kind of file. {corrupt_fix}"
+    )
 
 
-def read_checkpoint_file(path: str, map_location="cpu", fix: str = PRETRAIN_CHECKPOINT_FIX,
-                         corrupt_fix: str = CORRUPT_CHECKPOINT_FIX):
+def read_checkpoint_file(
+    path: str,
+    map_location="cpu",
+    fix: str = PRETRAIN_CHECKPOINT_FIX,
+    corrupt_fix: str = CORRUPT_CHECKPOINT_FIX,
+):
     """``torch.load(weights_only=True)`` of ``path``, or a CheckpointError for a missing or unreadable file.
 
     Nothing that needs unsafe unpickling is ever loaded; the error then says so, and ``fix`` what to do
     (``corrupt_fix`` for a corrupt file or one of another kind).
     """
     if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint '{path}' does not exist. Pass the path of a checkpoint file written by "
-                              f"this project's tools (they live in the run's OUTPUT_DIR).")
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not exist. Pass the path of a checkpoint file written by "
+            f"this project's tools (they live in the run's OUTPUT_DIR)."
+        )
     verify_digest(path)
     try:
         return torch_load_quietly(path, map_location)
@@ -259,12 +300,18 @@ def describe_derived(state) -> Optional[Tuple[str, str]]:
 def _not_pretraining_message(path: str, state) -> str:
     derived = describe_derived(state)
     if derived is not None:
-        return (f"'{path}' is {derived[0]}, not an MSR pretraining checkpoint. Pass the pretraining checkpoint "
-                f"it was made from: {derived[1]}.")
-    found = state.get("kind", "no 'kind' entry") if isinstance(state, dict) else type(state).__name__
-    return (f"'{path}' is not an MSR pretraining checkpoint of this project (found {found}). tools/pretrain.py "
-            f"writes checkpoints with kind '{CHECKPOINT_KIND}'; to use other weights for detection, convert them "
-            f"with tools/convert_to_d2.py.")
+        return (
+            f"'{path}' is {derived[0]}, not an MSR pretraining checkpoint. Pass the pretraining checkpoint "
+            f"it was made from: {derived[1]}."
+        )
+    found = (
+        state.get("kind", "no 'kind' entry") if isinstance(state, dict) else type(state).__name__
+    )
+    return (
+        f"'{path}' is not an MSR pretraining checkpoint of this project (found {found}). tools/pretrain.py "
+        f"writes checkpoints with kind '{CHECKPOINT_KIND}'; to use other weights for detection, convert them "
+        f"with tools/convert_to_d2.py."
+    )
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

@@ -21,8 +21,10 @@ def lars_param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
     for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def kernel_arguments(impl: str, optimizer: str) -> dict:
@@ -36,8 +38,10 @@ def kernel_arguments(impl: str, optimizer: str) -> dict:
         return {}
     if impl == "fused":
         if optimizer != "sgd":
-            raise ConfigError("SOLVER.OPTIMIZER_IMPL fused exists only for SOLVER.OPTIMIZER sgd (timm's LARS has "
-                              "no fused kernel); use foreach or auto with lars.")
+            raise ConfigError(
+                "SOLVER.OPTIMIZER_IMPL fused exists only for SOLVER.OPTIMIZER sgd (timm's LARS has "
+                "no fused kernel); use foreach or auto with lars."
+            )
         return {"fused": True}
     return {"foreach": impl == "foreach"}
 
@@ -47,11 +51,17 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     lr = effective_lr(cfg)
     kernels = kernel_arguments(cfg.SOLVER.OPTIMIZER_IMPL, cfg.SOLVER.OPTIMIZER)
     if cfg.SOLVER.OPTIMIZER == "lars":
-        return Lars(lars_param_groups(model, cfg.SOLVER.WEIGHT_DECAY), lr=lr, momentum=cfg.SOLVER.MOMENTUM,
-                    trust_coeff=cfg.SOLVER.LARS_TRUST_COEF, **kernels)
+        return Lars(
+            lars_param_groups(model, cfg.SOLVER.WEIGHT_DECAY),
+            lr=lr,
+            momentum=cfg.SOLVER.MOMENTUM,
+            trust_coeff=cfg.SOLVER.LARS_TRUST_COEF,
+            **kernels,
+        )
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-                           **kernels)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kernels
+    )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

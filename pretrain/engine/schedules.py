@@ -29,7 +29,9 @@ def tau_at(step: int, total_steps: int, tau_base: float, schedule: str = "cosine
     return 1.0 - (1.0 - tau_base) * _cosine_factor(step, total_steps)
 
 
-def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_lr: float = 0.0) -> float:
+def lr_at(
+    step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_lr: float = 0.0
+) -> float:
     """Linear warm-up over ``warmup_steps`` (reaching base_lr at the last warm-up step), then cosine to min_lr.
 
     The lr for step k (0-based: the k-th optimizer step to be taken) is

@@ -39,8 +39,17 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from pretrain.utils import distributed as comm
+from pretrain.config import ConfigError, config_from_yaml_text, effective_lr
 from pretrain.data.augment import build_pretrain_transform
+from pretrain.data.datasets import (
+    DatasetError,
+    bad_image_report,
+    build_pretrain_dataset,
+    num_classes,
+)
+from pretrain.data.device_augment import DeviceAggressiveAugment
+from pretrain.data.loaders import build_eval_loaders, make_loader
+from pretrain.data.sampling import SeededDistributedSampler, SeededTransformDataset
 from pretrain.engine.checkpoint import (
     CHECKPOINT_KIND,
     FORMAT_VERSION,
@@ -55,22 +64,18 @@ from pretrain.engine.checkpoint import (
     save_atomic,
     save_atomic_bytes,
 )
-from pretrain.config import ConfigError, config_from_yaml_text, effective_lr
-from pretrain.data.datasets import DatasetError, bad_image_report, build_pretrain_dataset, num_classes
-from pretrain.data.device_augment import DeviceAggressiveAugment
+from pretrain.engine.knn import knn_top1
+from pretrain.engine.optim import build_optimizer, set_lr
+from pretrain.engine.schedules import beta_at, lr_at, tau_at
+from pretrain.methods import Method, method_of, view_layout
+from pretrain.modeling.networks import build_networks, ema_update
+from pretrain.modeling.sync_batchnorm import convert_to_sync_batchnorm
+from pretrain.utils import distributed as comm
 from pretrain.utils.env import seed_everything, use_deterministic_kernels
 from pretrain.utils.errors import UserError
 from pretrain.utils.logger import MetricsWriter, progress_bar, setup_logging
-from pretrain.data.loaders import build_eval_loaders, make_loader
-from pretrain.engine.knn import knn_top1
-from pretrain.methods import Method, method_of, view_layout
-from pretrain.modeling.networks import build_networks, ema_update
-from pretrain.engine.optim import build_optimizer, set_lr
 from pretrain.utils.paths import ensure_output_dir
 from pretrain.utils.preemption import StopRequest
-from pretrain.data.sampling import SeededDistributedSampler, SeededTransformDataset
-from pretrain.engine.schedules import beta_at, lr_at, tau_at
-from pretrain.modeling.sync_batchnorm import convert_to_sync_batchnorm
 
 logger = logging.getLogger("pretrain")
 
@@ -124,11 +129,15 @@ def gradient_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
 
 def _share_cpu_with_loader(num_workers: int) -> None:
     """On CPU, leave one core per loader worker: oversubscribed cores slow both sides down."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     threads = max(1, cores - num_workers)
     if torch.get_num_threads() > threads:
         torch.set_num_threads(threads)
-        logger.info(f"CPU training: {threads} compute thread(s), {num_workers} loader worker(s) on {cores} cores")
+        logger.info(
+            f"CPU training: {threads} compute thread(s), {num_workers} loader worker(s) on {cores} cores"
+        )
 
 
 def prepare_views(views: Iterable[torch.Tensor], s: StepSettings) -> list:
@@ -148,10 +157,14 @@ def prepare_views(views: Iterable[torch.Tensor], s: StepSettings) -> list:
             views = [augment(w1), augment(w2)]
         else:  # "aw": the first view aggressive, the second stays weak
             views = [augment(w1), normalize(w2)]
-    return [v.contiguous(memory_format=torch.channels_last) if s.channels_last else v for v in views]
+    return [
+        v.contiguous(memory_format=torch.channels_last) if s.channels_last else v for v in views
+    ]
 
 
-def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings) -> Dict[str, float]:
+def train_step(
+    state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
+) -> Dict[str, float]:
     """One optimizer step on a batch of views; returns the logged scalars.
 
     ``views`` as the loader delivers them (see :func:`prepare_views`).
@@ -162,37 +175,61 @@ def train_step(state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
     set_lr(state.optimizer, lr)
     views = prepare_views(views, s)
 
-    autocast = torch.autocast(s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None)
+    autocast = torch.autocast(
+        s.device.type, dtype=s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None
+    )
     with autocast:
         q1, q2, z1, z2 = s.method.outputs(state.online, state.target, views)
-    loss, weak_term, aggressive_term = s.method.loss(q1, q2, z1, z2, beta, s.stop_grad_aa)  # in fp32
+    loss, weak_term, aggressive_term = s.method.loss(
+        q1, q2, z1, z2, beta, s.stop_grad_aa
+    )  # in fp32
     if not torch.isfinite(loss) and s.amp_dtype != torch.float16:
         raise NonFiniteLossError(
             f"Non-finite loss at step {k}: loss={loss.item()}, weak-aggressive term={weak_term.item()}, "
             f"aggressive-aggressive term={aggressive_term.item()}, lr={lr:.6g}, beta={beta:.4f}. The run stopped; "
             f"the last checkpoint in OUTPUT_DIR is intact. Lower SOLVER.BASE_LR, add warm-up "
-            f"(SOLVER.WARMUP_EPOCHS) or use SOLVER.AMP bf16/none, then resume from it.")
+            f"(SOLVER.WARMUP_EPOCHS) or use SOLVER.AMP bf16/none, then resume from it."
+        )
 
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
-    state.scaler.unscale_(state.optimizer)  # true gradients (no-op without fp16) for the norm and the step
+    state.scaler.unscale_(
+        state.optimizer
+    )  # true gradients (no-op without fp16) for the norm and the step
     grad_norm = gradient_norm(p for group in state.optimizer.param_groups for p in group["params"])
     scale = state.scaler.get_scale() if state.scaler.is_enabled() else 1.0
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    skipped = state.scaler.is_enabled() and state.scaler.get_scale() < scale  # the scaler backs off only on inf/NaN
+    skipped = (
+        state.scaler.is_enabled() and state.scaler.get_scale() < scale
+    )  # the scaler backs off only on inf/NaN
     if skipped:
         state.skipped_steps += 1
     else:
         state.step += 1
         if state.target is not None:
-            ema_update(state.target, _unwrap(state.online), tau_at(state.step, s.total_steps, s.tau_base,
-                                                                   s.tau_schedule))
-    tau = tau_at(state.step, s.total_steps, s.tau_base, s.tau_schedule) if state.target is not None else float("nan")
+            ema_update(
+                state.target,
+                _unwrap(state.online),
+                tau_at(state.step, s.total_steps, s.tau_base, s.tau_schedule),
+            )
+    tau = (
+        tau_at(state.step, s.total_steps, s.tau_base, s.tau_schedule)
+        if state.target is not None
+        else float("nan")
+    )
     # the logged values are means over all processes (the loss of the global batch)
     logged = comm.all_reduce_mean(torch.stack([loss, weak_term, aggressive_term]).detach()).tolist()
-    return {"loss": logged[0], "loss_weak_aggressive": logged[1], "loss_aggressive_aggressive": logged[2], "beta": beta,
-            "tau": tau, "lr": lr, "grad_norm": grad_norm.item(), "skipped": int(skipped)}
+    return {
+        "loss": logged[0],
+        "loss_weak_aggressive": logged[1],
+        "loss_aggressive_aggressive": logged[2],
+        "beta": beta,
+        "tau": tau,
+        "lr": lr,
+        "grad_norm": grad_norm.item(),
+        "skipped": int(skipped),
+    }
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -222,8 +259,12 @@ class Pretrainer:
         online, target = self._build_networks()
         seed_everything(cfg.SEED + comm.get_rank())
         amp = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.SOLVER.AMP]
-        self.state = TrainState(online, target, build_optimizer(cfg, online),
-                                torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16))
+        self.state = TrainState(
+            online,
+            target,
+            build_optimizer(cfg, online),
+            torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16),
+        )
         self.settings = self._step_settings(amp)
         self._knn_loaders = None
         self.stop_request = StopRequest()
@@ -242,11 +283,14 @@ class Pretrainer:
             raise FileExistsError(
                 f"OUTPUT_DIR '{self.output_dir}' already holds a run (latest checkpoint "
                 f"{os.path.basename(existing[-1])}). Pass --resume to continue it, or choose a new OUTPUT_DIR; "
-                f"nothing was overwritten.")
+                f"nothing was overwritten."
+            )
         if self.is_main:
             ensure_output_dir(self.output_dir, "OUTPUT_DIR of the pretraining run")
             remove_stale_temporaries(self.output_dir)
-            with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
+            with open(
+                os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8"
+            ) as handle:
                 handle.write(self.cfg.dump())
         comm.barrier()
 
@@ -264,8 +308,10 @@ class Pretrainer:
                 newest_error = newest_error or err
                 logger.warning(f"{err} Trying the previous checkpoint.")
         if candidates:
-            raise CheckpointError(f"None of the {len(candidates)} checkpoint(s) in '{self.output_dir}' can be read; "
-                                  f"the newest: {newest_error} Start a new run in another OUTPUT_DIR.")
+            raise CheckpointError(
+                f"None of the {len(candidates)} checkpoint(s) in '{self.output_dir}' can be read; "
+                f"the newest: {newest_error} Start a new run in another OUTPUT_DIR."
+            )
         logger.info(f"--resume: no checkpoint in {self.output_dir} yet, starting a new run")
         return None, None
 
@@ -273,16 +319,33 @@ class Pretrainer:
         cfg = self.cfg
         world = comm.get_world_size()
         if cfg.SOLVER.BATCH_SIZE % world:
-            raise ConfigError(f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} (global) is not divisible by the "
-                             f"{world} processes; choose a multiple of {world}.")
+            raise ConfigError(
+                f"SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE} (global) is not divisible by the "
+                f"{world} processes; choose a multiple of {world}."
+            )
         dataset = build_pretrain_dataset(cfg, build_pretrain_transform(cfg))
         if len(dataset) < cfg.SOLVER.BATCH_SIZE:
-            raise DatasetError(f"The {cfg.DATA.NAME} training set has {len(dataset)} images, fewer than one batch "
-                               f"(SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}); lower the batch size.")
-        self.sampler = SeededDistributedSampler(dataset, num_replicas=world, rank=comm.get_rank(), shuffle=True,
-                                                seed=cfg.SEED, drop_last=True)
-        return make_loader(SeededTransformDataset(dataset), cfg.SOLVER.BATCH_SIZE // world, cfg.DATA.NUM_WORKERS,
-                           self.device, sampler=self.sampler, drop_last=True, seed=cfg.SEED * 1000 + comm.get_rank())
+            raise DatasetError(
+                f"The {cfg.DATA.NAME} training set has {len(dataset)} images, fewer than one batch "
+                f"(SOLVER.BATCH_SIZE {cfg.SOLVER.BATCH_SIZE}); lower the batch size."
+            )
+        self.sampler = SeededDistributedSampler(
+            dataset,
+            num_replicas=world,
+            rank=comm.get_rank(),
+            shuffle=True,
+            seed=cfg.SEED,
+            drop_last=True,
+        )
+        return make_loader(
+            SeededTransformDataset(dataset),
+            cfg.SOLVER.BATCH_SIZE // world,
+            cfg.DATA.NUM_WORKERS,
+            self.device,
+            sampler=self.sampler,
+            drop_last=True,
+            seed=cfg.SEED * 1000 + comm.get_rank(),
+        )
 
     def _build_networks(self):
         """Online and target networks on the device; SyncBN and DDP when there are several processes."""
@@ -295,47 +358,74 @@ class Pretrainer:
         memory_format = torch.channels_last if cfg.MODEL.CHANNELS_LAST else torch.contiguous_format
         online = online.to(self.device, memory_format=memory_format)
         target = target.to(self.device, memory_format=memory_format) if target is not None else None
-        if cfg.MODEL.COMPILE:  # compiles forward in place: parameter names and checkpoints stay the same
+        if (
+            cfg.MODEL.COMPILE
+        ):  # compiles forward in place: parameter names and checkpoints stay the same
             online.compile()
             if target is not None:
                 target.compile()
         if world > 1:
             # Buffers are not broadcast: each process keeps the BN statistics of its own batches (or the
             # global ones with SyncBN); only gradients are averaged.
-            online = DistributedDataParallel(online, device_ids=[self.device.index] if self.device.type == "cuda"
-                                             else None, broadcast_buffers=False)
+            online = DistributedDataParallel(
+                online,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
         return online, target
 
     def _step_settings(self, amp_dtype) -> StepSettings:
         cfg = self.cfg
         total = cfg.SOLVER.MAX_STEPS or cfg.SOLVER.EPOCHS * self.steps_per_epoch
         return StepSettings(
-            total_steps=total, warmup_steps=int(cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch),
-            base_lr=effective_lr(cfg), min_lr=cfg.SOLVER.MIN_LR, beta_base=cfg.MSR.BETA_BASE,
-            beta_schedule=cfg.MSR.BETA_SCHEDULE, tau_base=cfg.EMA.TAU_BASE, tau_schedule=cfg.EMA.SCHEDULE,
-            stop_grad_aa=cfg.MSR.STOP_GRAD_AA, method=method_of(cfg), amp_dtype=amp_dtype,
-            channels_last=cfg.MODEL.CHANNELS_LAST, device=self.device,
-            device_augment=(DeviceAggressiveAugment.from_config(cfg).to(self.device)
-                            if cfg.AUG.AGGRESSIVE_ON == "device" else None),
-            layout=view_layout(cfg))
+            total_steps=total,
+            warmup_steps=int(cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch),
+            base_lr=effective_lr(cfg),
+            min_lr=cfg.SOLVER.MIN_LR,
+            beta_base=cfg.MSR.BETA_BASE,
+            beta_schedule=cfg.MSR.BETA_SCHEDULE,
+            tau_base=cfg.EMA.TAU_BASE,
+            tau_schedule=cfg.EMA.SCHEDULE,
+            stop_grad_aa=cfg.MSR.STOP_GRAD_AA,
+            method=method_of(cfg),
+            amp_dtype=amp_dtype,
+            channels_last=cfg.MODEL.CHANNELS_LAST,
+            device=self.device,
+            device_augment=(
+                DeviceAggressiveAugment.from_config(cfg).to(self.device)
+                if cfg.AUG.AGGRESSIVE_ON == "device"
+                else None
+            ),
+            layout=view_layout(cfg),
+        )
 
     def _announce(self, online) -> None:
         cfg = self.cfg
         params = sum(p.numel() for p in online.parameters()) / 1e6
-        logger.info(f"MSR pretraining: method={cfg.METHOD.NAME} data={cfg.DATA.NAME} "
-                    f"({len(self.train_loader.dataset)} images) backbone={cfg.MODEL.BACKBONE} width={cfg.MODEL.WIDTH} "
-                    f"stem={cfg.MODEL.STEM} ({params:.2f}M params) device={self.device} "
-                    f"batch={cfg.SOLVER.BATCH_SIZE} lr={effective_lr(cfg):.4g} steps/epoch={self.steps_per_epoch}")
+        logger.info(
+            f"MSR pretraining: method={cfg.METHOD.NAME} data={cfg.DATA.NAME} "
+            f"({len(self.train_loader.dataset)} images) backbone={cfg.MODEL.BACKBONE} width={cfg.MODEL.WIDTH} "
+            f"stem={cfg.MODEL.STEM} ({params:.2f}M params) device={self.device} "
+            f"batch={cfg.SOLVER.BATCH_SIZE} lr={effective_lr(cfg):.4g} steps/epoch={self.steps_per_epoch}"
+        )
 
     # ------------------------------------------------------------------------------ checkpoints
     def checkpoint_dict(self) -> dict:
         st = self.state
-        return {"kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION,
-                "model": _unwrap(st.online).state_dict(),
-                "target": st.target.state_dict() if st.target is not None else None,
-                "optimizer": st.optimizer.state_dict(), "scaler": st.scaler.state_dict(),
-                "step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch,
-                "skipped_steps": st.skipped_steps, "config": self.cfg.dump(), "rng": rng_states()}
+        return {
+            "kind": CHECKPOINT_KIND,
+            "format_version": FORMAT_VERSION,
+            "model": _unwrap(st.online).state_dict(),
+            "target": st.target.state_dict() if st.target is not None else None,
+            "optimizer": st.optimizer.state_dict(),
+            "scaler": st.scaler.state_dict(),
+            "step": st.step,
+            "epoch": st.epoch,
+            "batch_in_epoch": st.batch_in_epoch,
+            "skipped_steps": st.skipped_steps,
+            "config": self.cfg.dump(),
+            "rng": rng_states(),
+        }
 
     def save(self) -> Optional[str]:
         if not self.is_main:
@@ -350,10 +440,15 @@ class Pretrainer:
         """Continue the run saved in ``path`` (``ckpt``: its contents when already read)."""
         ckpt = load_checkpoint(path, map_location=self.device) if ckpt is None else ckpt
         saved = config_from_yaml_text(ckpt["config"])
-        if saved.METHOD.NAME != self.cfg.METHOD.NAME or saved.MODEL.BACKBONE != self.cfg.MODEL.BACKBONE:
-            raise ConfigError(f"Cannot resume '{path}': it was trained with METHOD.NAME={saved.METHOD.NAME}, "
-                             f"MODEL.BACKBONE={saved.MODEL.BACKBONE}, but this config says "
-                             f"{self.cfg.METHOD.NAME}, {self.cfg.MODEL.BACKBONE}. Use the run's own config.yaml.")
+        if (
+            saved.METHOD.NAME != self.cfg.METHOD.NAME
+            or saved.MODEL.BACKBONE != self.cfg.MODEL.BACKBONE
+        ):
+            raise ConfigError(
+                f"Cannot resume '{path}': it was trained with METHOD.NAME={saved.METHOD.NAME}, "
+                f"MODEL.BACKBONE={saved.MODEL.BACKBONE}, but this config says "
+                f"{self.cfg.METHOD.NAME}, {self.cfg.MODEL.BACKBONE}. Use the run's own config.yaml."
+            )
         st = self.state
         _unwrap(st.online).load_state_dict(ckpt["model"])
         if st.target is not None:
@@ -361,17 +456,28 @@ class Pretrainer:
         st.optimizer.load_state_dict(ckpt["optimizer"])
         st.scaler.load_state_dict(ckpt["scaler"])
         st.step, st.epoch = ckpt["step"], ckpt["epoch"]
-        st.batch_in_epoch, st.skipped_steps = ckpt.get("batch_in_epoch", 0), ckpt.get("skipped_steps", 0)
+        st.batch_in_epoch, st.skipped_steps = (
+            ckpt.get("batch_in_epoch", 0),
+            ckpt.get("skipped_steps", 0),
+        )
         restore_rng_states(ckpt["rng"])
-        logger.info(f"Resumed from {path} at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})")
+        logger.info(
+            f"Resumed from {path} at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})"
+        )
 
     # ------------------------------------------------------------------------------------ kNN
     def evaluate_knn(self) -> float:
         cfg = self.cfg
         if self._knn_loaders is None:
             self._knn_loaders = build_eval_loaders(cfg, self.device)
-        top1 = knn_top1(_unwrap(self.state.online).encoder, *self._knn_loaders, num_classes(cfg), self.device,
-                        cfg.KNN.K, cfg.KNN.TEMPERATURE)
+        top1 = knn_top1(
+            _unwrap(self.state.online).encoder,
+            *self._knn_loaders,
+            num_classes(cfg),
+            self.device,
+            cfg.KNN.K,
+            cfg.KNN.TEMPERATURE,
+        )
         self.metrics.write({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1})
         logger.info(f"kNN top-1 at step {self.state.step}: {top1:.2f}")
         return top1
@@ -400,9 +506,13 @@ class Pretrainer:
             last = st.batch_in_epoch == self.steps_per_epoch or st.step >= s.total_steps
             if st.step % cfg.LOG_PERIOD == 0 or last or skipped:
                 elapsed = time.perf_counter() - tic
-                record.update(step=st.step, epoch=st.epoch, images_per_s=images / max(elapsed, 1e-9))
+                record.update(
+                    step=st.step, epoch=st.epoch, images_per_s=images / max(elapsed, 1e-9)
+                )
                 self.metrics.write(record)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                progress.set_postfix(
+                    loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}"
+                )
                 tic, images = time.perf_counter(), 0
             if last:  # the epoch-end logic in train() evaluates, saves and polls for stop requests
                 break
@@ -439,15 +549,21 @@ class Pretrainer:
                     finished = st.step >= s.total_steps
                     if knn_on and (finished or st.epoch % cfg.KNN.PERIOD == 0):
                         top1 = self.evaluate_knn()
-                    if finished or st.epoch % cfg.CHECKPOINT.PERIOD == 0 or self._step_checkpoint_due():
+                    if (
+                        finished
+                        or st.epoch % cfg.CHECKPOINT.PERIOD == 0
+                        or self._step_checkpoint_due()
+                    ):
                         self.save()
                     report = bad_image_report(self.train_loader.dataset)
                     if report:
                         logger.warning(report)
                     self.preempted = not finished and self.stop_request.requested(self.device)
                 if self.preempted:
-                    logger.warning(f"{self.stop_request.signal_name} received: saving at step {st.step} and stopping "
-                                   f"(exit status 75); continue with --resume")
+                    logger.warning(
+                        f"{self.stop_request.signal_name} received: saving at step {st.step} and stopping "
+                        f"(exit status 75); continue with --resume"
+                    )
                     self.save()
                     break
         finally:

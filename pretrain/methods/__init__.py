@@ -16,7 +16,9 @@ from .loss import DISTANCES, LossTerms, msr_loss, negative_cosine, normalized_ms
 from .msr import MSR, SimSiamMSR
 from .simsiam import SimSiam
 
-METHODS: Dict[str, Method] = {method.name: method for method in (MSR(), BYOL(), SimSiam(), SimSiamMSR())}
+METHODS: Dict[str, Method] = {
+    method.name: method for method in (MSR(), BYOL(), SimSiam(), SimSiamMSR())
+}
 
 
 def method_of(cfg) -> Method:
@@ -29,5 +31,21 @@ def view_layout(cfg) -> str:
     return method_of(cfg).view_layout(cfg.METHOD.VIEWS)
 
 
-__all__ = ["BYOL", "DISTANCES", "EMATargetMethod", "LossTerms", "METHODS", "MSR", "Method", "SimSiam", "SimSiamMSR",
-           "VIEWS", "VIEW_LAYOUTS", "method_of", "msr_loss", "negative_cosine", "normalized_mse", "view_layout"]
+__all__ = [
+    "BYOL",
+    "DISTANCES",
+    "EMATargetMethod",
+    "LossTerms",
+    "METHODS",
+    "MSR",
+    "Method",
+    "SimSiam",
+    "SimSiamMSR",
+    "VIEWS",
+    "VIEW_LAYOUTS",
+    "method_of",
+    "msr_loss",
+    "negative_cosine",
+    "normalized_mse",
+    "view_layout",
+]

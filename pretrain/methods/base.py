@@ -35,7 +35,9 @@ class Method:
     name: ClassVar[str]
     description: ClassVar[str]
     ema_target: ClassVar[bool]  # learns against an EMA copy of the online encoder + projector
-    distance: ClassVar[str]  # "mse" (2 - 2 cos) or "negcos" (SimSiam's -cos / 2), pretrain.methods.loss
+    distance: ClassVar[
+        str
+    ]  # "mse" (2 - 2 cos) or "negcos" (SimSiam's -cos / 2), pretrain.methods.loss
     uses_beta: ClassVar[bool]  # weighs in the aggressive-aggressive term with MSR.BETA_*
     multi_stage: ClassVar[bool]  # consumes (w1, w2, a1, a2); else two views chosen by METHOD.VIEWS
 
@@ -45,8 +47,9 @@ class Method:
             return "multi_stage"
         return {"AA": "aa", "AW": "aw"}[views]
 
-    def outputs(self, online: torch.nn.Module, target: Optional[torch.nn.Module],
-                views: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def outputs(
+        self, online: torch.nn.Module, target: Optional[torch.nn.Module], views: Sequence[Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """(q1, q2, z1, z2) of eq. 5: online predictions of the last two views, targets without gradient.
 
         With 4 views the predictions come from the aggressive views (a1, a2) and the targets from
@@ -59,14 +62,23 @@ class Method:
             z1, z2 = self.targets(online, target, views[:2], (p1, p2))
         return q1, q2, z1, z2
 
-    def targets(self, online: torch.nn.Module, target: Optional[torch.nn.Module], target_views: Sequence[Tensor],
-                projections: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+    def targets(
+        self,
+        online: torch.nn.Module,
+        target: Optional[torch.nn.Module],
+        target_views: Sequence[Tensor],
+        projections: Tuple[Tensor, Tensor],
+    ) -> Tuple[Tensor, Tensor]:
         """z1, z2 for ``target_views`` (called under no_grad); ``projections`` are the online ones."""
         raise NotImplementedError
 
-    def loss(self, q1: Tensor, q2: Tensor, z1: Tensor, z2: Tensor, beta: float, stop_grad_aa: bool) -> LossTerms:
+    def loss(
+        self, q1: Tensor, q2: Tensor, z1: Tensor, z2: Tensor, beta: float, stop_grad_aa: bool
+    ) -> LossTerms:
         """Eq. 5 with this method's distance; beta is ignored (0) by methods without it."""
-        return msr_loss(q1, q2, z1, z2, beta if self.uses_beta else 0.0, stop_grad_aa, self.distance)
+        return msr_loss(
+            q1, q2, z1, z2, beta if self.uses_beta else 0.0, stop_grad_aa, self.distance
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

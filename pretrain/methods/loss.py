@@ -44,8 +44,15 @@ class LossTerms(NamedTuple):
     aggressive_aggressive: Tensor
 
 
-def msr_loss(q1: Tensor, q2: Tensor, z1: Tensor, z2: Tensor, beta, stop_grad_aa: bool = True,
-             distance: str = "mse") -> LossTerms:
+def msr_loss(
+    q1: Tensor,
+    q2: Tensor,
+    z1: Tensor,
+    z2: Tensor,
+    beta,
+    stop_grad_aa: bool = True,
+    distance: str = "mse",
+) -> LossTerms:
     """Eq. 5, in fp32: (1 - beta) [d(q1, z2) + d(q2, z1)] + beta [d(q1, sg(q2)) + d(q2, sg(q1))].
 
     d is 2 - 2 cos averaged over the batch ("mse", BYOL / MSR) or SimSiam's -cos / 2 per pair

@@ -29,8 +29,13 @@ ARCHITECTURES = {
 class ResNet(nn.Module):
     """A ResNet trunk whose forward returns the globally pooled features (no classifier)."""
 
-    def __init__(self, depth: str = "resnet18", width: int = 64, stem: str = "imagenet",
-                 zero_init_residual: bool = True):
+    def __init__(
+        self,
+        depth: str = "resnet18",
+        width: int = 64,
+        stem: str = "imagenet",
+        zero_init_residual: bool = True,
+    ):
         super().__init__()
         block, layers = ARCHITECTURES[depth]
         self.stem = stem
@@ -55,7 +60,13 @@ class ResNet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.Conv2d(
+                    self.inplanes,
+                    planes * block.expansion,
+                    kernel_size=1,
+                    stride=stride,
+                    bias=False,
+                ),
                 nn.BatchNorm2d(planes * block.expansion),
             )
         layers = [block(self.inplanes, planes, stride, downsample)]

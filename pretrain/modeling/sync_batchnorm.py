@@ -53,7 +53,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         var = _AllReduceSum.apply((centered * centered).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
-                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
+                momentum = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked + 1)
+                )
                 self.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
                 self.running_var.mul_(1 - momentum).add_(var.detach() * n / (n - 1), alpha=momentum)
                 self.num_batches_tracked.add_(1)
@@ -72,8 +76,13 @@ def convert_to_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Mod
 
 def _convert_cpu(module: nn.Module) -> nn.Module:
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+        new = GlobalBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         new.load_state_dict(module.state_dict())
         new.train(module.training)
         return new

@@ -86,7 +86,9 @@ def first_slurm_host(nodelist: str) -> str:
     """The first host of a SLURM node list such as 'gpu[03-05,7],cpu1' (-> 'gpu03')."""
     match = re.match(r"([^,\[]+)(\[([^\]]+)\])?", nodelist.strip())
     if not match:
-        raise ValueError(f"Cannot read a host name from SLURM node list {nodelist!r}; set MASTER_ADDR yourself.")
+        raise ValueError(
+            f"Cannot read a host name from SLURM node list {nodelist!r}; set MASTER_ADDR yourself."
+        )
     prefix, ranges = match.group(1), match.group(3)
     return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
 
@@ -101,10 +103,17 @@ def environment_info(env=None) -> DistInfo:
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        info = DistInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
-        env.setdefault("MASTER_ADDR", first_slurm_host(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))))
+        info = DistInfo(
+            int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+        )
+        env.setdefault(
+            "MASTER_ADDR",
+            first_slurm_host(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))),
+        )
         env.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
-        env.update(RANK=str(info.rank), WORLD_SIZE=str(info.world_size), LOCAL_RANK=str(info.local_rank))
+        env.update(
+            RANK=str(info.rank), WORLD_SIZE=str(info.world_size), LOCAL_RANK=str(info.local_rank)
+        )
         return info
     return DistInfo()
 
@@ -120,18 +129,27 @@ def init_distributed(backend: str = "", timeout_minutes: int = 30) -> DistInfo:
     use_cuda = torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"), init_method="env://", rank=info.rank,
-                            world_size=info.world_size, timeout=timedelta(minutes=timeout_minutes))
+    dist.init_process_group(
+        backend or ("nccl" if use_cuda else "gloo"),
+        init_method="env://",
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=timedelta(minutes=timeout_minutes),
+    )
     return info
 
 
 def resolve_device(name: str) -> torch.device:
     """The training device; with CUDA, the GPU of this process's local rank."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto).")
+        raise ConfigError(
+            "DEVICE is 'cuda' but no CUDA device is visible. Use DEVICE cpu (or auto)."
+        )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
+    return (
+        torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
+    )
 
 
 def cleanup() -> None:

@@ -24,6 +24,7 @@ class MetricsWriter:
         self.tensorboard = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
+
             self.tensorboard = SummaryWriter(log_dir=os.path.join(output_dir, "tensorboard"))
 
     def write(self, record: dict) -> None:
@@ -32,7 +33,11 @@ class MetricsWriter:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         for key, value in record.items():
-            if key not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
+            if (
+                key not in ("step", "epoch")
+                and isinstance(value, (int, float))
+                and math.isfinite(value)
+            ):
                 self.tensorboard.add_scalar(f"{self.tag_prefix}/{key}", value, record["step"])
 
     def close(self) -> None:
@@ -50,7 +55,10 @@ def setup_logging(output_dir: str, enabled: bool) -> None:
     if not enabled:
         return
     fmt = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%m/%d %H:%M:%S")
-    for handler in (logging.StreamHandler(), logging.FileHandler(os.path.join(output_dir, "log.txt"))):
+    for handler in (
+        logging.StreamHandler(),
+        logging.FileHandler(os.path.join(output_dir, "log.txt")),
+    ):
         handler.setFormatter(fmt)
         logger.addHandler(handler)
 
@@ -58,4 +66,5 @@ def setup_logging(output_dir: str, enabled: bool) -> None:
 def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar that disappears when done (or does nothing when disabled)."""
     from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)

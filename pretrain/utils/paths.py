@@ -30,8 +30,10 @@ def ensure_output_dir(path: str, what: str) -> None:
         os.close(handle)
         os.remove(probe)
     except OSError as err:
-        raise OutputDirError(f"Cannot use '{path}' as {what}: {_reason(folder, err)}. Choose a folder that can be "
-                             f"created and written to (every parent must be a folder, not a file).") from None
+        raise OutputDirError(
+            f"Cannot use '{path}' as {what}: {_reason(folder, err)}. Choose a folder that can be "
+            f"created and written to (every parent must be a folder, not a file)."
+        ) from None
 
 
 def _reason(folder: str, err: OSError) -> str:

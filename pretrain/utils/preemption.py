@@ -18,7 +18,9 @@ from pretrain.utils import distributed as comm
 
 # Exit status of a run that saved and stopped on request (EX_TEMPFAIL: "try again later").
 EXIT_PREEMPTED = 75
-STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+STOP_SIGNALS = tuple(
+    s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s
+)
 
 
 class StopRequest:
@@ -29,7 +31,9 @@ class StopRequest:
         self._previous = {}
 
     def install(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+        if (
+            threading.current_thread() is threading.main_thread()
+        ):  # signals can only be caught there
             for number in STOP_SIGNALS:
                 self._previous[number] = signal.signal(number, self._handle)
         return self
@@ -51,4 +55,8 @@ class StopRequest:
 
     @property
     def signal_name(self) -> str:
-        return signal.Signals(self.signal_number).name if self.signal_number is not None else "a peer's signal"
+        return (
+            signal.Signals(self.signal_number).name
+            if self.signal_number is not None
+            else "a peer's signal"
+        )

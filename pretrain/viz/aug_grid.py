@@ -31,11 +31,16 @@ from pretrain.data.datasets import build_pretrain_dataset
 from pretrain.data.device_augment import DeviceAggressiveAugment
 from pretrain.utils.errors import UserError
 
-COLUMNS = ("original", "weak view 1\nt1(x)", "aggressive view 1\nt2(weak 1)", "weak view 2\nt1'(x)",
-           "aggressive view 2\nt2'(weak 2)")
+COLUMNS = (
+    "original",
+    "weak view 1\nt1(x)",
+    "aggressive view 1\nt2(weak 1)",
+    "weak view 2\nt1'(x)",
+    "aggressive view 2\nt2'(weak 2)",
+)
 DEFAULT_OUT = os.path.join("output", "aug_grid.png")
-CELL_IN = 1.5           # inches per image cell
-DPI = 100               # so a cell is 150 px: a 32 px digit is upscaled about 4.7x
+CELL_IN = 1.5  # inches per image cell
+DPI = 100  # so a cell is 150 px: a 32 px digit is upscaled about 4.7x
 
 
 @dataclass
@@ -68,7 +73,9 @@ def pick_indices(num_available: int, num_images: int) -> list[int]:
 
 def _cpu_rows(cfg, originals: Sequence[Image.Image]) -> list[list[np.ndarray]]:
     """The CPU path of training: MultiStageViews gives (w1, w2, a1, a2) with a_k = t2(w_k)."""
-    views = MultiStageViews(weak_transform(cfg), aggressive_transform(cfg), _as_array, layout="multi_stage")
+    views = MultiStageViews(
+        weak_transform(cfg), aggressive_transform(cfg), _as_array, layout="multi_stage"
+    )
     rows = []
     for image in originals:
         w1, w2, a1, a2 = views(image)
@@ -80,7 +87,7 @@ def _device_rows(cfg, originals: Sequence[Image.Image], seed: int) -> list[list[
     """The device path: uint8 weak views from the loader transform, then one batched t2 on the CPU."""
     weak = WeakViewsUint8.from_config(cfg)
     pairs = [weak(image) for image in originals]
-    batch = torch.stack([view for pair in pairs for view in pair])                    # (2N, 3, H, W)
+    batch = torch.stack([view for pair in pairs for view in pair])  # (2N, 3, H, W)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         aggressive = DeviceAggressiveAugment.from_config(cfg).augment(batch, generator)
@@ -108,7 +115,9 @@ def grid_views(cfg, num_images: int = 8, seed: int = 0) -> GridViews:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         rows = _device_rows(cfg, originals, seed) if on_device else _cpu_rows(cfg, originals)
-    return GridViews(rows=rows, indices=indices, labels=[int(label) for _, label in items], on_device=on_device)
+    return GridViews(
+        rows=rows, indices=indices, labels=[int(label) for _, label in items], on_device=on_device
+    )
 
 
 def _interpolation(image: np.ndarray) -> str:
@@ -122,8 +131,11 @@ def _row_label(index: int, label: int) -> str:
 
 
 def _title(cfg, grid: GridViews) -> str:
-    where = ("aggressive views: DeviceAggressiveAugment (AUG.AGGRESSIVE_ON device), computed on the CPU"
-             if grid.on_device else "aggressive views: PIL transforms on the CPU (AUG.AGGRESSIVE_ON cpu)")
+    where = (
+        "aggressive views: DeviceAggressiveAugment (AUG.AGGRESSIVE_ON device), computed on the CPU"
+        if grid.on_device
+        else "aggressive views: PIL transforms on the CPU (AUG.AGGRESSIVE_ON cpu)"
+    )
     return f"{cfg.DATA.NAME}, {cfg.METHOD.NAME}: t2 acts on the output of t1\n{where}"
 
 
@@ -152,4 +164,3 @@ def augmentation_grid(cfg, num_images: int = 8, out_path: str = DEFAULT_OUT, see
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     _figure(cfg, grid).savefig(out_path, format="png")
     return out_path
-

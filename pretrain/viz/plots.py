@@ -63,8 +63,10 @@ def metrics_path(run_dir: str) -> str:
 
 
 def _missing_metrics_error(path: str, problem: str) -> PlotError:
-    return PlotError(f"{path} {problem}. tools/pretrain.py writes metrics.jsonl into its OUTPUT_DIR while it "
-                     f"trains (tools/lincls.py into its linear-evaluation folder); give such a run folder.")
+    return PlotError(
+        f"{path} {problem}. tools/pretrain.py writes metrics.jsonl into its OUTPUT_DIR while it "
+        f"trains (tools/lincls.py into its linear-evaluation folder); give such a run folder."
+    )
 
 
 def _read_records(path: str) -> list[dict]:
@@ -75,7 +77,9 @@ def _read_records(path: str) -> list[dict]:
     """
     if not os.path.isfile(path):
         folder = os.path.dirname(path) or "."
-        raise _missing_metrics_error(path, "does not exist" + ("" if os.path.isdir(folder) else " (nor its folder)"))
+        raise _missing_metrics_error(
+            path, "does not exist" + ("" if os.path.isdir(folder) else " (nor its folder)")
+        )
     with open(path, encoding="utf-8") as handle:
         lines = handle.read().split("\n")
     records = []
@@ -87,8 +91,10 @@ def _read_records(path: str) -> list[dict]:
         except json.JSONDecodeError as err:
             if number == len(lines):  # unterminated last line: being written right now
                 continue
-            raise PlotError(f"{path}, line {number} is not a JSON object ({err}). metrics.jsonl holds one JSON "
-                            f"object per line, as tools/pretrain.py writes it.") from None
+            raise PlotError(
+                f"{path}, line {number} is not a JSON object ({err}). metrics.jsonl holds one JSON "
+                f"object per line, as tools/pretrain.py writes it."
+            ) from None
         if isinstance(record, dict) and _is_number(record.get("step")):
             records.append(record)
     if not records:
@@ -158,7 +164,9 @@ def _draw_panel(ax, metric: str, runs: Sequence[dict[str, Series]], colors: Sequ
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
 
 
-def _figure(panels: list[str], runs: list[dict[str, Series]], labels: list[str], title: str) -> Figure:
+def _figure(
+    panels: list[str], runs: list[dict[str, Series]], labels: list[str], title: str
+) -> Figure:
     """The grid of panels, with a legend of the runs when there are several."""
     cols = min(PANEL_COLUMNS, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -166,13 +174,19 @@ def _figure(panels: list[str], runs: list[dict[str, Series]], labels: list[str],
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     # Fixed margins in inches: half the cost of constrained layout, and the panels all look alike.
-    fig.subplots_adjust(left=0.55 / width, right=1 - 0.15 / width, bottom=0.45 / height,
-                        top=1 - (TITLE_IN + 0.25) / height, wspace=0.22, hspace=0.45 * 2.6 / PANEL_SIZE_IN[1])
+    fig.subplots_adjust(
+        left=0.55 / width,
+        right=1 - 0.15 / width,
+        bottom=0.45 / height,
+        top=1 - (TITLE_IN + 0.25) / height,
+        wspace=0.22,
+        hspace=0.45 * 2.6 / PANEL_SIZE_IN[1],
+    )
     colors = [f"C{i}" for i in range(len(runs))]
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, metric in zip(axes, panels):
         _draw_panel(ax, metric, runs, colors)
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     if len(runs) > 1:  # proxies: the first panel may lack a run that has no point of its metric

@@ -7,6 +7,7 @@ from PIL import Image, ImageFilter
 from torch.utils.data import default_collate
 from torchvision.transforms import functional as F
 
+from pretrain.config import get_default_config
 from pretrain.data.augment import (
     CROP_ATTEMPTS,
     GaussianBlur,
@@ -19,7 +20,6 @@ from pretrain.data.augment import (
     to_normalized_tensor,
     weak_transform,
 )
-from pretrain.config import get_default_config
 from pretrain.methods import view_layout
 
 
@@ -58,10 +58,18 @@ def test_pretrain_views_shapes_and_dtypes():
         assert view.shape == (3, 32, 32) and view.dtype == torch.float32
 
 
-@pytest.mark.parametrize("method,views,expected", [
-    ("msr", "AA", 4), ("msr", "AW", 4), ("simsiam_msr", "AA", 4),
-    ("byol", "AW", 2), ("byol", "AA", 2), ("simsiam", "AA", 2), ("simsiam", "AW", 2),
-])
+@pytest.mark.parametrize(
+    "method,views,expected",
+    [
+        ("msr", "AA", 4),
+        ("msr", "AW", 4),
+        ("simsiam_msr", "AA", 4),
+        ("byol", "AW", 2),
+        ("byol", "AA", 2),
+        ("simsiam", "AA", 2),
+        ("simsiam", "AW", 2),
+    ],
+)
 def test_number_of_views_follows_method(method, views, expected):
     cfg = _cfg()
     cfg.METHOD.NAME, cfg.METHOD.VIEWS = method, views
@@ -86,16 +94,28 @@ def test_aw_layout_is_one_aggressive_and_one_weak_view_of_independent_crops():
     w1, w2, a1, _ = _views_as_pil(cfg, "multi_stage")(_image())
     torch.manual_seed(3)
     aggressive, weak = _views_as_pil(cfg, "aw")(_image())
-    assert _same(aggressive, a1) and _same(aggressive, F.rgb_to_grayscale(w1, num_output_channels=3))
-    assert _same(weak, w2)  # the same draw as the multi-stage second weak view: t1 only, its own crop
-    assert not _same(weak, w1) and not _same(F.rgb_to_grayscale(weak, num_output_channels=3), aggressive)
+    assert _same(aggressive, a1) and _same(
+        aggressive, F.rgb_to_grayscale(w1, num_output_channels=3)
+    )
+    assert _same(
+        weak, w2
+    )  # the same draw as the multi-stage second weak view: t1 only, its own crop
+    assert not _same(weak, w1) and not _same(
+        F.rgb_to_grayscale(weak, num_output_channels=3), aggressive
+    )
 
 
 def test_view_layout_follows_method_and_views():
     cfg = _cfg()
-    for method, views, expected in [("msr", "AA", "multi_stage"), ("msr", "AW", "multi_stage"),
-                                    ("simsiam_msr", "AW", "multi_stage"), ("byol", "AA", "aa"),
-                                    ("byol", "AW", "aw"), ("simsiam", "AA", "aa"), ("simsiam", "AW", "aw")]:
+    for method, views, expected in [
+        ("msr", "AA", "multi_stage"),
+        ("msr", "AW", "multi_stage"),
+        ("simsiam_msr", "AW", "multi_stage"),
+        ("byol", "AA", "aa"),
+        ("byol", "AW", "aw"),
+        ("simsiam", "AA", "aa"),
+        ("simsiam", "AW", "aw"),
+    ]:
         cfg.METHOD.NAME, cfg.METHOD.VIEWS = method, views
         assert view_layout(cfg) == expected, (method, views)
     assert get_default_config().METHOD.VIEWS == "AA"  # METHOD.NAME byol alone is standard BYOL
@@ -109,7 +129,9 @@ def test_aggressive_view_is_grayscale_of_its_own_weak_view():
         assert a1.mode == "RGB" and a1.size == w1.size
         assert _same(a1, F.rgb_to_grayscale(w1, num_output_channels=3))
         assert _same(a2, F.rgb_to_grayscale(w2, num_output_channels=3))
-        assert not _same(a1, F.rgb_to_grayscale(w2, num_output_channels=3))  # not the other view's crop
+        assert not _same(
+            a1, F.rgb_to_grayscale(w2, num_output_channels=3)
+        )  # not the other view's crop
 
 
 def test_aggressive_view_equals_weak_view_when_t2_probabilities_are_zero():
@@ -239,15 +261,24 @@ def test_grayscale_28px_images_become_3_channel_32px_views(aggressive_on):
 
 # -- AUG.AGGRESSIVE_ON "device": the loader sends only the two weak views, as uint8 ---------------
 
+
 def _device_cfg(method="msr", views="AW", **aug):
     cfg = _cfg(AGGRESSIVE_ON="device", **aug)
     cfg.METHOD.NAME, cfg.METHOD.VIEWS = method, views
     return cfg
 
 
-@pytest.mark.parametrize("method,views", [
-    ("msr", "AW"), ("simsiam_msr", "AA"), ("byol", "AW"), ("byol", "AA"), ("simsiam", "AA"), ("simsiam", "AW"),
-])
+@pytest.mark.parametrize(
+    "method,views",
+    [
+        ("msr", "AW"),
+        ("simsiam_msr", "AA"),
+        ("byol", "AW"),
+        ("byol", "AA"),
+        ("simsiam", "AA"),
+        ("simsiam", "AW"),
+    ],
+)
 def test_device_mode_gives_two_uint8_weak_views_for_every_method(method, views):
     transform = build_pretrain_transform(_device_cfg(method, views))
     assert isinstance(transform, WeakViewsUint8)
@@ -281,14 +312,18 @@ def test_device_mode_views_are_the_cpu_weak_views_unnormalised():
     image = _image(seed=3)
     for seed in range(3):
         torch.manual_seed(seed)
-        top, left, h, w = sample_crop_box(48, 40, (0.2, 1.0), torch.rand(4 * CROP_ATTEMPTS + 1).tolist())
+        top, left, h, w = sample_crop_box(
+            48, 40, (0.2, 1.0), torch.rand(4 * CROP_ATTEMPTS + 1).tolist()
+        )
         pil_view = F.resized_crop(image, top, left, h, w, [32, 32])
         torch.manual_seed(seed)
         uint8_view = WeakViewsUint8(32, (0.2, 1.0), flip_prob=0.0).view(image)
         assert torch.equal(uint8_view, F.pil_to_tensor(pil_view))
         mean = torch.tensor(cfg.DATA.MEAN).view(3, 1, 1)
         std = torch.tensor(cfg.DATA.STD).view(3, 1, 1)
-        assert torch.allclose((uint8_view.float() / 255 - mean) / std, to_normalized_tensor(cfg)(pil_view), atol=1e-6)
+        assert torch.allclose(
+            (uint8_view.float() / 255 - mean) / std, to_normalized_tensor(cfg)(pil_view), atol=1e-6
+        )
 
 
 def test_device_mode_views_collate_into_uint8_batches():
@@ -304,26 +339,48 @@ def test_cpu_mode_is_unchanged_by_the_device_option():
     assert "WeakViewsUint8" in repr(build_pretrain_transform(_device_cfg()))
 
 
-@pytest.mark.parametrize("width, height, scale", [(40, 40, (0.2, 1.0)), (64, 30, (0.08, 1.0)), (9, 50, (0.5, 1.0))])
+@pytest.mark.parametrize(
+    "width, height, scale", [(40, 40, (0.2, 1.0)), (64, 30, (0.08, 1.0)), (9, 50, (0.5, 1.0))]
+)
 def test_device_mode_crop_boxes_follow_torchvision_random_resized_crop(width, height, scale):
     """Same distribution as RandomResizedCrop.get_params: area, aspect ratio, position, fallback (20000 boxes)."""
     from torchvision.transforms import RandomResizedCrop
 
     torch.manual_seed(0)
     image = Image.new("RGB", (width, height))
-    ours = np.array([sample_crop_box(width, height, scale, torch.rand(4 * CROP_ATTEMPTS).tolist())
-                     for _ in range(20000)], dtype=float)
-    theirs = np.array([RandomResizedCrop.get_params(image, scale, (3 / 4, 4 / 3)) for _ in range(20000)], dtype=float)
+    ours = np.array(
+        [
+            sample_crop_box(width, height, scale, torch.rand(4 * CROP_ATTEMPTS).tolist())
+            for _ in range(20000)
+        ],
+        dtype=float,
+    )
+    theirs = np.array(
+        [RandomResizedCrop.get_params(image, scale, (3 / 4, 4 / 3)) for _ in range(20000)],
+        dtype=float,
+    )
     for boxes in (ours, theirs):
         top, left, h, w = boxes.T
-        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+        assert (
+            (top >= 0).all()
+            and (left >= 0).all()
+            and (top + h <= height).all()
+            and (left + w <= width).all()
+        )
 
     def stats(boxes):
         top, left, h, w = boxes.T
         area, log_ratio = h * w / (width * height), np.log(w / h)
         centre_y, centre_x = (top + h / 2) / height, (left + w / 2) / width
-        return np.array([np.quantile(v, q) for v in (area, log_ratio, centre_y, centre_x) for q in (0.1, 0.5, 0.9)]
-                        + [area.mean(), log_ratio.mean()])
+        return np.array(
+            [
+                np.quantile(v, q)
+                for v in (area, log_ratio, centre_y, centre_x)
+                for q in (0.1, 0.5, 0.9)
+            ]
+            + [area.mean(), log_ratio.mean()]
+        )
+
     # sampling noise of these statistics over 20000 draws is below 0.01; a wrong rule moves them by more than 0.05
     assert np.abs(stats(ours) - stats(theirs)).max() < 0.03, (stats(ours), stats(theirs))
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import pretrain.data
-from pretrain.data.augment import build_pretrain_transform, eval_transform
 from pretrain.config import get_default_config
+from pretrain.data.augment import build_pretrain_transform, eval_transform
 from pretrain.data.datasets import (
     IMAGENET100_CLASS_FILE,
     KNOWN_TRAIN_SIZES,
@@ -35,7 +35,9 @@ def _cfg(name="digits", root="datasets", **data):
 def _write_image(path, seed=0, size=(20, 16), ext_format="PNG"):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(path, ext_format)
+    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(
+        path, ext_format
+    )
 
 
 def _fake_imagenet(root, wnids=WNIDS, per_class=2):
@@ -52,7 +54,12 @@ def _fake_tiny(root, wnids=WNIDS, flat_val=True):
     base = os.path.join(root, "tiny-imagenet-200")
     for c, wnid in enumerate(wnids):
         for i in range(2):
-            _write_image(os.path.join(base, "train", wnid, "images", f"{wnid}_{i}.JPEG"), c * 10 + i, (64, 64), "JPEG")
+            _write_image(
+                os.path.join(base, "train", wnid, "images", f"{wnid}_{i}.JPEG"),
+                c * 10 + i,
+                (64, 64),
+                "JPEG",
+            )
         with open(os.path.join(base, "train", wnid, f"{wnid}_boxes.txt"), "w") as handle:
             handle.write(f"{wnid}_0.JPEG\t0\t0\t10\t10\n")
     # val image k belongs to class (k + 1) % 3, so a label mix-up cannot pass unnoticed
@@ -60,7 +67,9 @@ def _fake_tiny(root, wnids=WNIDS, flat_val=True):
     for k in range(6):
         wnid = wnids[(k + 1) % len(wnids)]
         name = f"val_{k}.JPEG"
-        folder = os.path.join(base, "val", "images") if flat_val else os.path.join(base, "val", wnid)
+        folder = (
+            os.path.join(base, "val", "images") if flat_val else os.path.join(base, "val", wnid)
+        )
         _write_image(os.path.join(folder, name), 100 + k, (64, 64), "JPEG")
         lines.append(f"{name}\t{wnid}\t1\t2\t30\t40\n")
     if flat_val:
@@ -100,15 +109,25 @@ def test_digits_items_through_pretrain_transform():
     dataset = build_pretrain_dataset(cfg, build_pretrain_transform(cfg))
     assert len(dataset) == KNOWN_TRAIN_SIZES["digits"]
     views, label = dataset[5]
-    assert len(views) == 4 and all(v.shape == (3, 32, 32) and v.dtype == torch.float32 for v in views)
+    assert len(views) == 4 and all(
+        v.shape == (3, 32, 32) and v.dtype == torch.float32 for v in views
+    )
     assert isinstance(label, int) and 0 <= label <= 9
     batch = torch.utils.data.default_collate([dataset[i] for i in range(3)])
     assert batch[0][0].shape == (3, 3, 32, 32) and batch[1].shape == (3,)
 
 
 def test_num_classes_without_data():
-    expected = {"digits": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "stl10": 10, "tiny_imagenet": 200,
-                "imagenet100": 100, "imagenet": 1000}
+    expected = {
+        "digits": 10,
+        "fashion_mnist": 10,
+        "cifar10": 10,
+        "cifar100": 100,
+        "stl10": 10,
+        "tiny_imagenet": 200,
+        "imagenet100": 100,
+        "imagenet": 1000,
+    }
     for name, count in expected.items():
         assert num_classes(_cfg(name, root="/nonexistent")) == count
     assert set(KNOWN_TRAIN_SIZES) == set(expected)
@@ -116,22 +135,33 @@ def test_num_classes_without_data():
 
 def test_builtin_imagenet100_list_has_100_classes():
     package_dir = os.path.dirname(os.path.abspath(pretrain.data.__file__))
-    assert IMAGENET100_CLASS_FILE == os.path.join(package_dir, "resources", "imagenet100_classes.txt")
+    assert IMAGENET100_CLASS_FILE == os.path.join(
+        package_dir, "resources", "imagenet100_classes.txt"
+    )
     names = read_class_list(IMAGENET100_CLASS_FILE)
     assert len(names) == 100 and all(n.startswith("n") and len(n) == 9 for n in names)
 
 
 # -- missing data -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,expected", [
-    ("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"), ("stl10", "stl10_binary"),
-    ("tiny_imagenet", "tiny-imagenet-200"), ("imagenet", "val_00000293"), ("imagenet100", "image-net.org"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("cifar10", "cifar-10-batches-py"),
+        ("cifar100", "cifar-100-python"),
+        ("stl10", "stl10_binary"),
+        ("tiny_imagenet", "tiny-imagenet-200"),
+        ("imagenet", "val_00000293"),
+        ("imagenet100", "image-net.org"),
+    ],
+)
 def test_missing_data_raises_with_layout(tmp_path, name, expected):
     cfg = _cfg(name, root=tmp_path / "absent")
     with pytest.raises(DatasetError) as info:
         build_pretrain_dataset(cfg, None)
     message = str(info.value)
-    assert expected in message and "Expected layout" in message and str(tmp_path / "absent") in message
+    assert (
+        expected in message and "Expected layout" in message and str(tmp_path / "absent") in message
+    )
     with pytest.raises(DatasetError):
         build_eval_datasets(cfg, None)
 

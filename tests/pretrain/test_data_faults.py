@@ -54,7 +54,9 @@ def _halves(mode, left, right, palette=None, **info):
 def _good_image(path, seed=0):
     """A small RGB PNG of random pixels."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    pixels = np.random.default_rng(seed).integers(
+        0, 256, size=(SIZE[1], SIZE[0], 3), dtype=np.uint8
+    )
     Image.fromarray(pixels).save(path, "PNG")
 
 
@@ -64,7 +66,7 @@ def _jpeg_cut_in_half():
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG")
     data = buffer.getvalue()
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
 BAD_FILES = {  # name -> file contents that PIL cannot decode
@@ -104,28 +106,70 @@ def pretrain_warnings():
 PALETTE = [255, 0, 0, 0, 0, 255, 0, 255, 0]  # index 0 red, 1 blue, 2 green
 MODE_CASES = [  # id, image factory, file format, {pixel: expected RGB}
     ("rgb", lambda: _halves("RGB", RED, (0, 0, 255)), "PNG", {LEFT: RED, RIGHT: (0, 0, 255)}),
-    ("cmyk_jpeg", lambda: _halves("CMYK", (0, 0, 0, 0), (0, 0, 0, 255)), "JPEG", {LEFT: WHITE, RIGHT: BLACK}),
+    (
+        "cmyk_jpeg",
+        lambda: _halves("CMYK", (0, 0, 0, 0), (0, 0, 0, 255)),
+        "JPEG",
+        {LEFT: WHITE, RIGHT: BLACK},
+    ),
     ("gray_L", lambda: _halves("L", 128, 0), "PNG", {LEFT: (128,) * 3, RIGHT: BLACK}),
     ("bilevel_1", lambda: _halves("1", 1, 0), "PNG", {LEFT: WHITE, RIGHT: BLACK}),
-    ("gray_16bit", lambda: _halves("I;16", 65535, 128 * 257), "PNG", {LEFT: WHITE, RIGHT: (128,) * 3}),
+    (
+        "gray_16bit",
+        lambda: _halves("I;16", 65535, 128 * 257),
+        "PNG",
+        {LEFT: WHITE, RIGHT: (128,) * 3},
+    ),
     ("gray_int32", lambda: _halves("I", 65535, 257 * 64), "TIFF", {LEFT: WHITE, RIGHT: (64,) * 3}),
     ("gray_float_0_1", lambda: _halves("F", 1.0, 0.5), "TIFF", {LEFT: WHITE, RIGHT: (128,) * 3}),
-    ("gray_float_0_255", lambda: _halves("F", 200.0, 20.0), "TIFF", {LEFT: (200,) * 3, RIGHT: (20,) * 3}),
+    (
+        "gray_float_0_255",
+        lambda: _halves("F", 200.0, 20.0),
+        "TIFF",
+        {LEFT: (200,) * 3, RIGHT: (20,) * 3},
+    ),
     ("palette", lambda: _halves("P", 0, 1, PALETTE), "PNG", {LEFT: RED, RIGHT: (0, 0, 255)}),
-    ("palette_transparent_index", lambda: _halves("P", 0, 1, PALETTE, transparency=0), "GIF",
-     {LEFT: WHITE, RIGHT: (0, 0, 255)}),
-    ("palette_alpha_bytes", lambda: _halves("P", 0, 1, PALETTE, transparency=bytes([0, 255, 128])), "PNG",
-     {LEFT: WHITE, RIGHT: (0, 0, 255)}),
-    ("rgba", lambda: _halves("RGBA", (0, 0, 0, 0), (255, 0, 0, 255)), "PNG", {LEFT: WHITE, RIGHT: RED}),
-    ("rgba_half_alpha", lambda: _halves("RGBA", (255, 0, 0, 128), (0, 0, 0, 255)), "PNG",
-     {LEFT: (255, 127, 127), RIGHT: BLACK}),
-    ("gray_alpha_LA", lambda: _halves("LA", (0, 0), (50, 255)), "PNG", {LEFT: WHITE, RIGHT: (50,) * 3}),
+    (
+        "palette_transparent_index",
+        lambda: _halves("P", 0, 1, PALETTE, transparency=0),
+        "GIF",
+        {LEFT: WHITE, RIGHT: (0, 0, 255)},
+    ),
+    (
+        "palette_alpha_bytes",
+        lambda: _halves("P", 0, 1, PALETTE, transparency=bytes([0, 255, 128])),
+        "PNG",
+        {LEFT: WHITE, RIGHT: (0, 0, 255)},
+    ),
+    (
+        "rgba",
+        lambda: _halves("RGBA", (0, 0, 0, 0), (255, 0, 0, 255)),
+        "PNG",
+        {LEFT: WHITE, RIGHT: RED},
+    ),
+    (
+        "rgba_half_alpha",
+        lambda: _halves("RGBA", (255, 0, 0, 128), (0, 0, 0, 255)),
+        "PNG",
+        {LEFT: (255, 127, 127), RIGHT: BLACK},
+    ),
+    (
+        "gray_alpha_LA",
+        lambda: _halves("LA", (0, 0), (50, 255)),
+        "PNG",
+        {LEFT: WHITE, RIGHT: (50,) * 3},
+    ),
 ]
 
 
-@pytest.mark.filterwarnings("error")  # e.g. PIL's "Palette images with Transparency ... converted to RGBA"
-@pytest.mark.parametrize("make, file_format, expected", [case[1:] for case in MODE_CASES],
-                         ids=[case[0] for case in MODE_CASES])
+@pytest.mark.filterwarnings(
+    "error"
+)  # e.g. PIL's "Palette images with Transparency ... converted to RGBA"
+@pytest.mark.parametrize(
+    "make, file_format, expected",
+    [case[1:] for case in MODE_CASES],
+    ids=[case[0] for case in MODE_CASES],
+)
 def test_image_modes_convert_to_rgb(tmp_path, make, file_format, expected):
     """Every mode met in ImageNet-like trees gives 8-bit RGB of the right size and the expected colours;
     transparency is composited onto white, 16-bit gray is scaled (65535 -> 255), not clipped."""
@@ -134,7 +178,10 @@ def test_image_modes_convert_to_rgb(tmp_path, make, file_format, expected):
     image = load_rgb_image(path)
     assert image.mode == "RGB" and image.size == SIZE
     for pixel, colour in expected.items():
-        assert np.abs(np.subtract(image.getpixel(pixel), colour)).max() <= 3, (pixel, image.getpixel(pixel))
+        assert np.abs(np.subtract(image.getpixel(pixel), colour)).max() <= 3, (
+            pixel,
+            image.getpixel(pixel),
+        )
 
 
 def test_folder_datasets_read_through_load_rgb_image(tmp_path):
@@ -155,12 +202,17 @@ def test_bad_file_is_skipped_warned_and_counted(tmp_path, pretrain_warnings, kin
     dataset = build_pretrain_dataset(_cfg(tmp_path, BAD_IMAGES="skip"), None)
     assert bad_image_report(dataset) is None
     image, label = dataset[1]
-    assert np.array_equal(np.asarray(image), np.asarray(load_rgb_image(dataset.samples[2][0]))) and label == 0
+    assert (
+        np.array_equal(np.asarray(image), np.asarray(load_rgb_image(dataset.samples[2][0])))
+        and label == 0
+    )
     dataset[1]  # met again (next epoch): counted and warned only once
     assert bad_image_count(dataset) == 1
     wrapped = SeededTransformDataset(Subset(dataset, [0, 1]))
-    assert bad_image_report(wrapped) == ("1 unreadable image(s) were skipped (DATA.BAD_IMAGES skip); "
-                                         "see the warnings above for their paths")
+    assert bad_image_report(wrapped) == (
+        "1 unreadable image(s) were skipped (DATA.BAD_IMAGES skip); "
+        "see the warnings above for their paths"
+    )
     messages = [record.getMessage() for record in pretrain_warnings]
     assert len(messages) == 1 and bad_path in messages[0] and "DATA.BAD_IMAGES skip" in messages[0]
 
@@ -174,7 +226,11 @@ def test_bad_file_fails_with_path_reason_and_fix(tmp_path, kind):
         dataset[1]
     message = str(info.value)
     assert isinstance(info.value, DatasetError)
-    assert bad_path in message and "Remove it or replace it" in message and "DATA.BAD_IMAGES skip" in message
+    assert (
+        bad_path in message
+        and "Remove it or replace it" in message
+        and "DATA.BAD_IMAGES skip" in message
+    )
     assert ("empty (0 bytes)" if kind == "empty" else "Error:") in message
     assert bad_image_report(dataset) is None
 
@@ -260,8 +316,23 @@ def test_data_set_smaller_than_one_batch(tmp_path, restore_pretrain_logger):
 
     for i in range(3):
         _good_image(str(tmp_path / "data" / "train" / "n01" / f"img_{i}.png"), seed=i)
-    cfg = load_config(None, ["DATA.NAME", "imagenet", "DATA.ROOT", str(tmp_path / "data"), "DATA.NUM_WORKERS", "0",
-                             "SOLVER.BATCH_SIZE", "8", "DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "run")])
+    cfg = load_config(
+        None,
+        [
+            "DATA.NAME",
+            "imagenet",
+            "DATA.ROOT",
+            str(tmp_path / "data"),
+            "DATA.NUM_WORKERS",
+            "0",
+            "SOLVER.BATCH_SIZE",
+            "8",
+            "DEVICE",
+            "cpu",
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+        ],
+    )
     threads = torch.get_num_threads()
     try:
         with pytest.raises(DatasetError, match="3 images, fewer than one batch"):

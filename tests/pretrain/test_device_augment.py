@@ -14,12 +14,12 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from pretrain.data.augment import GaussianBlur, aggressive_transform
 from pretrain.config import get_default_config
+from pretrain.data.augment import GaussianBlur, aggressive_transform
 from pretrain.data.device_augment import DeviceAggressiveAugment
 
 N_DEVICE = 20000  # parameter sets drawn from the device path
-N_CPU = 5000      # parameter sets / transform calls drawn from the CPU path (one Python call each)
+N_CPU = 5000  # parameter sets / transform calls drawn from the CPU path (one Python call each)
 
 
 def _cfg(**aug):
@@ -37,10 +37,10 @@ def _images(b=6, h=20, w=24, seed=0):
     """Random float images in [0, 1], with a few gray and saturated pixels (HSV edge cases)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(b, 3, h, w, generator=gen)
-    x[:, :, 0, :4] = x[:, :1, 0, :4]          # gray pixels (max == min)
-    x[:, :, 1, :2] = 0.0                      # black
-    x[:, :, 1, 2:4] = 1.0                     # white
-    x[:, 0, 2, :3] = 1.0                      # max reached in two channels
+    x[:, :, 0, :4] = x[:, :1, 0, :4]  # gray pixels (max == min)
+    x[:, :, 1, :2] = 0.0  # black
+    x[:, :, 1, 2:4] = 1.0  # white
+    x[:, 0, 2, :3] = 1.0  # max reached in two channels
     x[:, 1, 2, :3] = 1.0
     return x
 
@@ -72,9 +72,15 @@ def _reference(img, params, i, kernel_size, ops_on=(True, True, True, True)):
 
 # -- parameters: per image, in range, with the configured rates -----------------------------------
 
+
 def test_from_config_reads_aug_and_data_keys():
-    cfg = _cfg(JITTER=[0.3, 0.2, 0.1, 0.05], JITTER_PROB=0.7, GRAY_PROB=0.1, BLUR_PROB=0.4,
-               BLUR_SIGMA=[0.2, 1.5])
+    cfg = _cfg(
+        JITTER=[0.3, 0.2, 0.1, 0.05],
+        JITTER_PROB=0.7,
+        GRAY_PROB=0.1,
+        BLUR_PROB=0.4,
+        BLUR_SIGMA=[0.2, 1.5],
+    )
     cfg.DATA.MEAN, cfg.DATA.STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
     aug = DeviceAggressiveAugment.from_config(cfg)
     assert aug.brightness == pytest.approx((0.7, 1.3)) and aug.contrast == pytest.approx((0.8, 1.2))
@@ -89,10 +95,10 @@ def test_parameters_differ_across_images_of_one_batch():
     params = _aug().sample_params(64, "cpu", _gen(0))
     for key in ("brightness", "contrast", "saturation", "hue", "sigma"):
         assert params[key].shape == (64,)
-        assert params[key].unique().numel() == 64, key       # continuous: all distinct
+        assert params[key].unique().numel() == 64, key  # continuous: all distinct
     for key in ("jitter_applied", "gray_applied", "blur_applied"):
         assert params[key].dtype == torch.bool and params[key].shape == (64,)
-        assert 0 < int(params[key].sum()) < 64, key          # some images yes, some no
+        assert 0 < int(params[key].sum()) < 64, key  # some images yes, some no
     order = params["order"]
     assert order.shape == (64, 4) and order.dtype == torch.int64
     assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(64, 4))  # permutations
@@ -104,7 +110,7 @@ def test_parameter_ranges():
     p = aug.sample_params(N_DEVICE, "cpu", _gen(1))
     for key in ("brightness", "contrast", "saturation"):
         assert p[key].min() >= 0.6 and p[key].max() <= 1.4, key
-        assert p[key].min() < 0.61 and p[key].max() > 1.39, key   # the whole range is used
+        assert p[key].min() < 0.61 and p[key].max() > 1.39, key  # the whole range is used
     assert p["hue"].min() >= -0.1 and p["hue"].max() <= 0.1
     assert p["sigma"].min() >= 0.1 and p["sigma"].max() <= 2.0
     # Strength > 1: ColorJitter clips the lower end at 0.
@@ -164,8 +170,9 @@ def test_parameter_distribution_matches_cpu_path():
     torch.manual_seed(5)
     rows, orders, sigmas = [], [], []
     for _ in range(N_CPU):
-        fn_idx, b, c, s, h = T.ColorJitter.get_params(jitter.brightness, jitter.contrast,
-                                                      jitter.saturation, jitter.hue)
+        fn_idx, b, c, s, h = T.ColorJitter.get_params(
+            jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue
+        )
         rows.append((b, c, s, h))
         orders.append(fn_idx.tolist())
         sigmas.append(blur.sample_sigma())
@@ -174,8 +181,14 @@ def test_parameter_distribution_matches_cpu_path():
     sigmas = np.array(sigmas)
     # Same ranges.
     for k, key in enumerate(("brightness", "contrast", "saturation", "hue")):
-        assert dev[key].min().item() >= cpu[:, k].min() - 0.01 and dev[key].max().item() <= cpu[:, k].max() + 0.01
-        assert cpu[:, k].min() >= dev[key].min().item() - 0.01 and cpu[:, k].max() <= dev[key].max().item() + 0.01
+        assert (
+            dev[key].min().item() >= cpu[:, k].min() - 0.01
+            and dev[key].max().item() <= cpu[:, k].max() + 0.01
+        )
+        assert (
+            cpu[:, k].min() >= dev[key].min().item() - 0.01
+            and cpu[:, k].max() <= dev[key].max().item() + 0.01
+        )
     # Same means and spreads.
     for k, key in enumerate(("brightness", "contrast", "saturation")):
         assert dev[key].mean().item() == pytest.approx(cpu[:, k].mean(), abs=0.02), key
@@ -220,10 +233,16 @@ def test_how_often_each_step_fires_matches_cpu_path(key, prob):
 
 # -- numerics: torchvision's functional ops, image by image ---------------------------------------
 
-@pytest.mark.parametrize("op,jitter", [
-    ("brightness", [0.9, 0, 0, 0]), ("contrast", [0, 0.9, 0, 0]),
-    ("saturation", [0, 0, 0.9, 0]), ("hue", [0, 0, 0, 0.5]),
-])
+
+@pytest.mark.parametrize(
+    "op,jitter",
+    [
+        ("brightness", [0.9, 0, 0, 0]),
+        ("contrast", [0, 0.9, 0, 0]),
+        ("saturation", [0, 0, 0.9, 0]),
+        ("hue", [0, 0, 0, 0.5]),
+    ],
+)
 def test_each_jitter_op_matches_torchvision(op, jitter):
     aug = _aug(JITTER=jitter, JITTER_PROB=1.0, GRAY_PROB=0.0, BLUR_PROB=0.0)
     x = _images(12, seed=1)
@@ -241,7 +260,9 @@ def test_grayscale_matches_torchvision():
     x = _images(5, seed=2)
     out = aug.apply(x, aug.sample_params(5, "cpu", _gen(8)))
     for i in range(5):
-        assert torch.allclose(out[i], TF.rgb_to_grayscale(x[i], num_output_channels=3), atol=1e-5, rtol=0)
+        assert torch.allclose(
+            out[i], TF.rgb_to_grayscale(x[i], num_output_channels=3), atol=1e-5, rtol=0
+        )
     assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
 
 
@@ -252,7 +273,7 @@ def test_per_image_blur_matches_torchvision(size, sigma_range):
     assert k == 2 * math.ceil(3 * sigma_range[1]) + 1
     x = _images(8, *size, seed=3)
     params = aug.sample_params(8, "cpu", _gen(9))
-    params["sigma"][:2] = torch.tensor(sigma_range)         # both ends of the range
+    params["sigma"][:2] = torch.tensor(sigma_range)  # both ends of the range
     out = aug.apply(x, params)
     for i in range(8):
         s = float(params["sigma"][i])
@@ -277,13 +298,16 @@ def test_whole_t2_matches_torchvision_image_by_image(seed):
 def test_every_op_order_matches_torchvision():
     """All 24 orders, one per image (the batched steps are aligned on each image's hue position)."""
     import itertools
+
     aug = _aug(JITTER=[0.8, 0.8, 0.8, 0.4], JITTER_PROB=1.0, GRAY_PROB=0.0, BLUR_PROB=0.0)
     x = _images(24, seed=8)
     params = aug.sample_params(24, "cpu", _gen(20))
     params["order"] = torch.tensor(list(itertools.permutations(range(4))))
     out = aug.apply(x, params)
     for i in range(24):
-        assert torch.allclose(out[i], _reference(x[i], params, i, aug.kernel_size), atol=1e-5, rtol=0), i
+        assert torch.allclose(
+            out[i], _reference(x[i], params, i, aug.kernel_size), atol=1e-5, rtol=0
+        ), i
 
 
 def test_switched_off_jitter_op_is_left_out():
@@ -326,13 +350,14 @@ def test_reproducible_with_a_generator_seed():
     second = aug(weak, generator=_gen(123))
     third = aug(weak, generator=_gen(124))
     assert torch.equal(first, second) and not torch.equal(first, third)
-    torch.manual_seed(3)          # without a generator: torch's default generator of the device
+    torch.manual_seed(3)  # without a generator: torch's default generator of the device
     fourth = aug(weak)
     torch.manual_seed(3)
     assert torch.equal(fourth, aug(weak))
 
 
 # -- the engine's entry points ---------------------------------------------------------------------
+
 
 def test_forward_from_uint8_returns_normalized_float():
     cfg = _cfg()
@@ -342,7 +367,7 @@ def test_forward_from_uint8_returns_normalized_float():
     assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
     mean = torch.tensor(cfg.DATA.MEAN).view(1, 3, 1, 1)
     std = torch.tensor(cfg.DATA.STD).view(1, 3, 1, 1)
-    unit = out * std + mean                          # undo the normalisation: back in [0, 1]
+    unit = out * std + mean  # undo the normalisation: back in [0, 1]
     assert unit.min() >= -1e-6 and unit.max() <= 1 + 1e-6
     # normalize() of the weak views is ToTensor + Normalize of the CPU path.
     ref = T.Normalize(cfg.DATA.MEAN, cfg.DATA.STD)(weak.float() / 255)
@@ -384,12 +409,12 @@ def test_cuda_matches_cpu_and_never_syncs():
     x = _images(32, 32, 32, seed=9)
     params = aug.sample_params(32, "cpu", _gen(21))
     ref = aug.apply(x, params)
-    cuda = aug.to("cuda")                           # in place, as any Module.to
+    cuda = aug.to("cuda")  # in place, as any Module.to
     out = cuda.apply(x.cuda(), {k: v.cuda() for k, v in params.items()})
     assert torch.allclose(out.cpu(), ref, atol=5e-3, rtol=0)
     weak = (x * 255).to(torch.uint8).cuda()
     gen = torch.Generator(device="cuda").manual_seed(0)
-    cuda(weak, generator=gen)                       # warm-up (cuDNN set-up may sync once)
+    cuda(weak, generator=gen)  # warm-up (cuDNN set-up may sync once)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

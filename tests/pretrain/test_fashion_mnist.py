@@ -11,11 +11,16 @@ import struct
 import numpy as np
 import pytest
 
-from pretrain.data import fashion_mnist
-from pretrain.data.augment import build_pretrain_transform, eval_transform
 from pretrain.cli import dry_run_text
 from pretrain.config import load_config
-from pretrain.data.datasets import DatasetError, build_eval_datasets, build_pretrain_dataset, num_classes
+from pretrain.data import fashion_mnist
+from pretrain.data.augment import build_pretrain_transform, eval_transform
+from pretrain.data.datasets import (
+    DatasetError,
+    build_eval_datasets,
+    build_pretrain_dataset,
+    num_classes,
+)
 
 SIZES = {"train": 12, "test": 5}
 
@@ -66,7 +71,10 @@ def test_reads_the_original_images_and_labels(tmp_path, no_package, gzipped):
         images, labels = arrays[split]
         for index in (0, len(dataset) - 1):
             image, label = dataset[index]
-            assert image.mode == "L" and image.size == (28, 28)  # the original image; the transforms do the rest
+            assert image.mode == "L" and image.size == (
+                28,
+                28,
+            )  # the original image; the transforms do the rest
             assert np.array_equal(np.asarray(image), images[index]) and label == int(labels[index])
     assert num_classes(_cfg(tmp_path)) == 10 and train.classes[9] == "Ankle boot"
 
@@ -99,6 +107,7 @@ def test_data_root_comes_before_the_package(tmp_path, monkeypatch):
 
 def test_debian_lookup_reads_dpkg_listing(monkeypatch):
     """debian_folder() parses `dpkg -L`: the folder of train-images-idx3-ubyte*, None when dpkg fails."""
+
     class Done:
         def __init__(self, code, out):
             self.returncode, self.stdout = code, out
@@ -120,7 +129,9 @@ def test_missing_files_error_gives_both_ways_to_get_them(tmp_path, no_package):
     with pytest.raises(DatasetError) as info:
         build_pretrain_dataset(_cfg(tmp_path), transform=None)
     message = str(info.value)
-    assert "missing from" in message and "t10k-labels-idx1-ubyte" in message.split("missing from")[1]
+    assert (
+        "missing from" in message and "t10k-labels-idx1-ubyte" in message.split("missing from")[1]
+    )
     assert "apt-get install -y dataset-fashion-mnist" in message
     assert "zalandoresearch/fashion-mnist" in message and str(folder) in message
 
@@ -134,13 +145,16 @@ def _broken(tmp_path, make_bytes):
     return str(path)
 
 
-@pytest.mark.parametrize("make_bytes,expected", [
-    (lambda raw: raw[:-100], "truncated or damaged"),
-    (lambda raw: raw[:10], "ends inside its header"),
-    (lambda raw: b"\x89PNG" + raw[4:], "does not start with an IDX magic number"),
-    (lambda raw: bytes([0, 0, 0x08, 1]) + raw[4:], "expected 0x08 (unsigned bytes) with 3"),
-    (lambda raw: gzip.compress(raw)[:50], "does not decompress"),
-])
+@pytest.mark.parametrize(
+    "make_bytes,expected",
+    [
+        (lambda raw: raw[:-100], "truncated or damaged"),
+        (lambda raw: raw[:10], "ends inside its header"),
+        (lambda raw: b"\x89PNG" + raw[4:], "does not start with an IDX magic number"),
+        (lambda raw: bytes([0, 0, 0x08, 1]) + raw[4:], "expected 0x08 (unsigned bytes) with 3"),
+        (lambda raw: gzip.compress(raw)[:50], "does not decompress"),
+    ],
+)
 def test_a_wrong_or_truncated_file_names_itself(tmp_path, no_package, make_bytes, expected):
     path = _broken(tmp_path, make_bytes)
     with pytest.raises(DatasetError) as info:
@@ -151,7 +165,11 @@ def test_a_wrong_or_truncated_file_names_itself(tmp_path, no_package, make_bytes
 def test_images_and_labels_of_different_lengths_are_refused(tmp_path, no_package):
     folder = tmp_path / "fashion-mnist"
     write_fake_fashion_mnist(folder, gzipped=False)
-    _write(str(folder / "train-labels-idx1-ubyte"), _idx_bytes(np.zeros(3, dtype=np.uint8)), gzipped=False)
+    _write(
+        str(folder / "train-labels-idx1-ubyte"),
+        _idx_bytes(np.zeros(3, dtype=np.uint8)),
+        gzipped=False,
+    )
     with pytest.raises(DatasetError, match="holds 12 images but .* holds 3 labels"):
         build_pretrain_dataset(_cfg(tmp_path), transform=None)
 
@@ -159,12 +177,23 @@ def test_images_and_labels_of_different_lengths_are_refused(tmp_path, no_package
 @pytest.mark.parametrize("name", ["fashion_mnist_cpu.yaml", "fashion_mnist_200ep.yaml"])
 def test_configs_dry_run_with_60000_training_images(name):
     cfg = load_config(name)
-    assert cfg.DATA.NAME == "fashion_mnist" and cfg.DATA.MEAN == [0.2860] * 3 and cfg.DATA.STD == [0.3530] * 3
+    assert (
+        cfg.DATA.NAME == "fashion_mnist"
+        and cfg.DATA.MEAN == [0.2860] * 3
+        and cfg.DATA.STD == [0.3530] * 3
+    )
     assert "num_train_images: 60000" in dry_run_text(cfg)
 
 
 def test_paper_recipe_config():
     cfg = load_config("fashion_mnist_200ep.yaml")
-    assert (cfg.MODEL.BACKBONE, cfg.MODEL.STEM, cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY,
-            cfg.SOLVER.BATCH_SIZE, cfg.MSR.BETA_BASE, cfg.SOLVER.EPOCHS) == (
-        "resnet18", "cifar", "sgd", 0.1, 5e-4, 256, 0.3, 200)
+    assert (
+        cfg.MODEL.BACKBONE,
+        cfg.MODEL.STEM,
+        cfg.SOLVER.OPTIMIZER,
+        cfg.SOLVER.BASE_LR,
+        cfg.SOLVER.WEIGHT_DECAY,
+        cfg.SOLVER.BATCH_SIZE,
+        cfg.MSR.BETA_BASE,
+        cfg.SOLVER.EPOCHS,
+    ) == ("resnet18", "cifar", "sgd", 0.1, 5e-4, 256, 0.3, 200)

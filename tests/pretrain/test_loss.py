@@ -34,12 +34,16 @@ def test_batch_is_averaged():
     _, weak, aa = msr_loss(q1, q2, z1, z2, beta=0.5)
     assert weak.item() == pytest.approx(((4 - SQRT2) + 4) / 2, abs=1e-6)
     assert aa.item() == pytest.approx(2.0, abs=1e-6)
-    assert msr_loss(q1, q2, z1, z2, 0.5).loss.item() == pytest.approx(0.5 * weak.item() + 0.5 * aa.item(), abs=1e-6)
+    assert msr_loss(q1, q2, z1, z2, 0.5).loss.item() == pytest.approx(
+        0.5 * weak.item() + 0.5 * aa.item(), abs=1e-6
+    )
 
 
 def test_scale_invariance_of_mse():
     a, b = torch.randn(4, 8), torch.randn(4, 8)
-    assert normalized_mse(a, b).item() == pytest.approx(normalized_mse(3 * a, 0.1 * b).item(), abs=1e-5)
+    assert normalized_mse(a, b).item() == pytest.approx(
+        normalized_mse(3 * a, 0.1 * b).item(), abs=1e-5
+    )
 
 
 def test_targets_receive_no_gradient():
@@ -82,4 +86,6 @@ def test_simsiam_distance_is_half_negative_cosine():
     q1, q2, z1, z2 = _vectors()
     # weak: -cos(q1, z2)/2 - cos(q2, z1)/2 = -1/(2 sqrt2); aa: 0
     expected = 0.6 * (-1 / (2 * SQRT2)) + 0.4 * 0.0
-    assert msr_loss(q1, q2, z1, z2, beta=0.4, distance="negcos").loss.item() == pytest.approx(expected, abs=1e-6)
+    assert msr_loss(q1, q2, z1, z2, beta=0.4, distance="negcos").loss.item() == pytest.approx(
+        expected, abs=1e-6
+    )

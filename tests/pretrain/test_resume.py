@@ -15,29 +15,75 @@ import time
 import pytest
 import torch
 
-from pretrain.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, verify_digest
 from pretrain.config import load_config
+from pretrain.engine.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    verify_digest,
+)
+from pretrain.engine.schedules import beta_at, lr_at
 from pretrain.engine.trainer import Pretrainer, train_step
 from pretrain.utils.preemption import EXIT_PREEMPTED
-from pretrain.engine.schedules import beta_at, lr_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOTAL_STEPS = 30  # 21 steps per epoch at batch 64: the runs cross an epoch boundary
-RUN = ["MODEL.WIDTH", "4", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", "16", "SOLVER.BATCH_SIZE", "64",
-       "SOLVER.EPOCHS", "2", "SOLVER.MAX_STEPS", str(TOTAL_STEPS), "SOLVER.WARMUP_EPOCHS", "0",
-       "DATA.NUM_WORKERS", "1", "KNN.PERIOD", "0", "CHECKPOINT.PERIOD", "1", "CHECKPOINT.KEEP_LAST", "2",
-       "PROGRESS_BAR", "False", "LOG_PERIOD", "1", "DEVICE", "cpu", "DETERMINISTIC", "True"]
+RUN = [
+    "MODEL.WIDTH",
+    "4",
+    "MODEL.HIDDEN_DIM",
+    "32",
+    "MODEL.OUT_DIM",
+    "16",
+    "SOLVER.BATCH_SIZE",
+    "64",
+    "SOLVER.EPOCHS",
+    "2",
+    "SOLVER.MAX_STEPS",
+    str(TOTAL_STEPS),
+    "SOLVER.WARMUP_EPOCHS",
+    "0",
+    "DATA.NUM_WORKERS",
+    "1",
+    "KNN.PERIOD",
+    "0",
+    "CHECKPOINT.PERIOD",
+    "1",
+    "CHECKPOINT.KEEP_LAST",
+    "2",
+    "PROGRESS_BAR",
+    "False",
+    "LOG_PERIOD",
+    "1",
+    "DEVICE",
+    "cpu",
+    "DETERMINISTIC",
+    "True",
+]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 def _command(output_dir, *opts, resume=False):
-    return [sys.executable, os.path.join(ROOT, "tools", "pretrain.py"), "--cfg", "digits_demo.yaml", *RUN,
-            "OUTPUT_DIR", str(output_dir), *opts] + (["--resume"] if resume else [])
+    return [
+        sys.executable,
+        os.path.join(ROOT, "tools", "pretrain.py"),
+        "--cfg",
+        "digits_demo.yaml",
+        *RUN,
+        "OUTPUT_DIR",
+        str(output_dir),
+        *opts,
+    ] + (["--resume"] if resume else [])
 
 
 def _run(output_dir, *opts, resume=False) -> subprocess.CompletedProcess:
-    done = subprocess.run(_command(output_dir, *opts, resume=resume), env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        _command(output_dir, *opts, resume=resume),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -47,13 +93,20 @@ def _steps_logged(output_dir) -> list:
     if not os.path.isfile(path):
         return []
     with open(path) as handle:
-        return [json.loads(line)["step"] for line in handle if line.endswith("\n") and '"loss"' in line]
+        return [
+            json.loads(line)["step"] for line in handle if line.endswith("\n") and '"loss"' in line
+        ]
 
 
 def _start_and_wait(output_dir, until_step: int, *opts) -> subprocess.Popen:
     """Start a run and return once it has logged ``until_step`` (the process is still training)."""
-    process = subprocess.Popen(_command(output_dir, *opts), env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _command(output_dir, *opts),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while not any(step >= until_step for step in _steps_logged(output_dir)):
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -70,7 +123,9 @@ def _assert_same_final_state(reference_dir, other_dir):
             assert torch.equal(value, other[part][key]), f"{part}.{key} differs"
     ref_momentum = ref["optimizer"]["state"]
     for index, state in ref_momentum.items():
-        assert torch.equal(state["momentum_buffer"], other["optimizer"]["state"][index]["momentum_buffer"])
+        assert torch.equal(
+            state["momentum_buffer"], other["optimizer"]["state"][index]["momentum_buffer"]
+        )
     assert (ref["step"], ref["epoch"]) == (other["step"], other["epoch"])
 
 
@@ -91,18 +146,24 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(reference_run
     process.send_signal(signal.SIGKILL)
     process.communicate()
     saved = load_checkpoint(list_checkpoints(str(output_dir))[-1])
-    print(f"killed at step {saved['step']} (epoch {saved['epoch']}, batch {saved['batch_in_epoch']})")
+    print(
+        f"killed at step {saved['step']} (epoch {saved['epoch']}, batch {saved['batch_in_epoch']})"
+    )
     assert saved["step"] < TOTAL_STEPS
 
     _run(output_dir, "CHECKPOINT.STEP_PERIOD", "1", resume=True)
     _assert_same_final_state(reference_run, output_dir)
-    assert _steps_logged(output_dir) == list(range(1, TOTAL_STEPS + 1))  # the killed run's extra lines dropped
+    assert _steps_logged(output_dir) == list(
+        range(1, TOTAL_STEPS + 1)
+    )  # the killed run's extra lines dropped
 
 
 @pytest.mark.parametrize("stop_signal", ["SIGUSR1", "SIGTERM"])
 def test_stop_signal_saves_at_the_next_step_and_exits_75(reference_run, tmp_path, stop_signal):
     output_dir = tmp_path / "preempted"
-    process = _start_and_wait(output_dir, 5)  # no step checkpoints: the signal makes the only mid-run save
+    process = _start_and_wait(
+        output_dir, 5
+    )  # no step checkpoints: the signal makes the only mid-run save
     process.send_signal(getattr(signal, stop_signal))
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == EXIT_PREEMPTED == 75, stderr[-3000:]
@@ -115,21 +176,34 @@ def test_stop_signal_saves_at_the_next_step_and_exits_75(reference_run, tmp_path
 
 
 def _tiny(tmp_path, *opts):
-    return load_config("digits_demo.yaml", RUN + ["OUTPUT_DIR", str(tmp_path), "DATA.NUM_WORKERS", "0",
-                                                  "DETERMINISTIC", "False", *opts])
+    return load_config(
+        "digits_demo.yaml",
+        RUN
+        + ["OUTPUT_DIR", str(tmp_path), "DATA.NUM_WORKERS", "0", "DETERMINISTIC", "False", *opts],
+    )
 
 
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("damage", ["truncate", "flip_bytes"])
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
-    cfg = _tiny(tmp_path / "run", "SOLVER.MAX_STEPS", "3", "CHECKPOINT.STEP_PERIOD", "1", "CHECKPOINT.KEEP_LAST", "3")
+    cfg = _tiny(
+        tmp_path / "run",
+        "SOLVER.MAX_STEPS",
+        "3",
+        "CHECKPOINT.STEP_PERIOD",
+        "1",
+        "CHECKPOINT.KEEP_LAST",
+        "3",
+    )
     Pretrainer(cfg).train()
     newest = list_checkpoints(cfg.OUTPUT_DIR)[-1]
     data = bytearray(open(newest, "rb").read())
     if damage == "truncate":
         data = data[: len(data) // 2]
     else:  # inside tensor data: torch.load alone would load it silently; the SHA-256 companion catches it
-        data[len(data) // 2: len(data) // 2 + 8] = bytes(b ^ 0xFF for b in data[len(data) // 2: len(data) // 2 + 8])
+        data[len(data) // 2 : len(data) // 2 + 8] = bytes(
+            b ^ 0xFF for b in data[len(data) // 2 : len(data) // 2 + 8]
+        )
     open(newest, "wb").write(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt"):
         verify_digest(newest) if damage == "flip_bytes" else load_checkpoint(newest)
@@ -162,20 +236,33 @@ def test_resume_without_checkpoint_starts_a_new_run(tmp_path):
 @pytest.mark.usefixtures("one_torch_thread")
 def test_fp16_step_skipped_by_the_grad_scaler_advances_nothing(tmp_path):
     """The rule: a skipped fp16 step is not a step: no weight, target, counter, lr, beta or tau change."""
-    trainer = Pretrainer(_tiny(tmp_path / "fp16", "SOLVER.AMP", "fp16", "SOLVER.MAX_STEPS", "10",
-                               "MSR.BETA_SCHEDULE", "cosine"))
+    trainer = Pretrainer(
+        _tiny(
+            tmp_path / "fp16",
+            "SOLVER.AMP",
+            "fp16",
+            "SOLVER.MAX_STEPS",
+            "10",
+            "MSR.BETA_SCHEDULE",
+            "cosine",
+        )
+    )
     state, settings = trainer.state, trainer.settings
     views = next(iter(trainer.train_loader))[0]
-    state.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # the default 65536 overflows here at once
-    train_step(state, views, settings)  # one normal step first: the schedules have moved off their start
+    state.scaler = torch.amp.GradScaler(
+        "cpu", init_scale=1024.0
+    )  # the default 65536 overflows here at once
+    train_step(
+        state, views, settings
+    )  # one normal step first: the schedules have moved off their start
     assert state.step == 1 and state.skipped_steps == 0
     online = {k: v.clone() for k, v in state.online.state_dict().items()}
     target = {k: v.clone() for k, v in state.target.state_dict().items()}
 
-    state.scaler.update(new_scale=2.0 ** 100)  # the scaled fp16 gradients overflow: the scaler skips
+    state.scaler.update(new_scale=2.0**100)  # the scaled fp16 gradients overflow: the scaler skips
     record = train_step(state, views, settings)
     assert record["skipped"] == 1 and state.skipped_steps == 1 and state.step == 1
-    assert state.scaler.get_scale() == 2.0 ** 99  # backed off
+    assert state.scaler.get_scale() == 2.0**99  # backed off
     for key, value in online.items():
         if key.endswith("num_batches_tracked") or "running_" in key:
             continue  # BatchNorm statistics follow the forward pass, as in any framework
@@ -187,8 +274,12 @@ def test_fp16_step_skipped_by_the_grad_scaler_advances_nothing(tmp_path):
     state.scaler.update(new_scale=1024.0)
     record = train_step(state, views, settings)  # the next real step uses the schedules at step 1
     assert record["skipped"] == 0 and state.step == 2
-    assert record["lr"] == lr_at(1, settings.total_steps, settings.base_lr, settings.warmup_steps, settings.min_lr)
-    assert record["beta"] == beta_at(1, settings.total_steps, settings.beta_base, settings.beta_schedule)
+    assert record["lr"] == lr_at(
+        1, settings.total_steps, settings.base_lr, settings.warmup_steps, settings.min_lr
+    )
+    assert record["beta"] == beta_at(
+        1, settings.total_steps, settings.beta_base, settings.beta_schedule
+    )
     assert record["grad_norm"] > 0
 
 
@@ -199,16 +290,25 @@ def test_non_finite_fp32_loss_stops_with_the_step_terms_and_lr_and_keeps_the_che
     first = _tiny(tmp_path / "run", "SOLVER.MAX_STEPS", "2", "CHECKPOINT.STEP_PERIOD", "1")
     Pretrainer(first).train()
     before = list_checkpoints(first.OUTPUT_DIR)
-    trainer = Pretrainer(_tiny(tmp_path / "run", "SOLVER.MAX_STEPS", "4", "CHECKPOINT.STEP_PERIOD", "1"),
-                         resume=True)
+    trainer = Pretrainer(
+        _tiny(tmp_path / "run", "SOLVER.MAX_STEPS", "4", "CHECKPOINT.STEP_PERIOD", "1"), resume=True
+    )
     with torch.no_grad():
         trainer.state.online.predictor[0].weight.fill_(float("nan"))  # the next loss is NaN
     with pytest.raises(NonFiniteLossError) as error:
         trainer.train()
     message = str(error.value)
-    for text in ("Non-finite loss at step 2", "loss=nan", "weak-aggressive term=", "aggressive-aggressive term=",
-                 "lr=", "last checkpoint in OUTPUT_DIR is intact"):
+    for text in (
+        "Non-finite loss at step 2",
+        "loss=nan",
+        "weak-aggressive term=",
+        "aggressive-aggressive term=",
+        "lr=",
+        "last checkpoint in OUTPUT_DIR is intact",
+    ):
         assert text in message, text
     assert list_checkpoints(first.OUTPUT_DIR) == before  # nothing written after the failure
     saved = load_checkpoint(before[-1])
-    assert saved["step"] == 2 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert saved["step"] == 2 and all(
+        torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point()
+    )

@@ -7,7 +7,9 @@ from pretrain.engine.schedules import beta_at, lr_at, tau_at
 K = 1000
 
 
-@pytest.mark.parametrize("step, expected", [(0, 0.4), (K // 2, 0.2), (K, 0.0), (K // 4, 0.4 * 0.5 * (2 ** -0.5 + 1))])
+@pytest.mark.parametrize(
+    "step, expected", [(0, 0.4), (K // 2, 0.2), (K, 0.0), (K // 4, 0.4 * 0.5 * (2**-0.5 + 1))]
+)
 def test_beta_cosine(step, expected):
     assert beta_at(step, K, 0.4) == pytest.approx(expected, abs=1e-12)
 

@@ -8,16 +8,51 @@ import sys
 import pytest
 import torch
 
-from pretrain.engine.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.config import load_config
-from pretrain.engine.trainer import Pretrainer
+from pretrain.engine.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from pretrain.engine.knn import knn_from_checkpoint
+from pretrain.engine.trainer import Pretrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = ["MODEL.WIDTH", "4", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", "16", "MODEL.STEM", "imagenet",
-        "SOLVER.BATCH_SIZE", "64", "SOLVER.EPOCHS", "2", "SOLVER.MAX_STEPS", "0", "SOLVER.WARMUP_EPOCHS", "0", "DATA.NUM_WORKERS", "0",
-        "KNN.PERIOD", "1", "KNN.K", "20", "CHECKPOINT.PERIOD", "1", "CHECKPOINT.KEEP_LAST", "0",
-        "PROGRESS_BAR", "False", "LOG_PERIOD", "5", "DEVICE", "cpu"]
+TINY = [
+    "MODEL.WIDTH",
+    "4",
+    "MODEL.HIDDEN_DIM",
+    "32",
+    "MODEL.OUT_DIM",
+    "16",
+    "MODEL.STEM",
+    "imagenet",
+    "SOLVER.BATCH_SIZE",
+    "64",
+    "SOLVER.EPOCHS",
+    "2",
+    "SOLVER.MAX_STEPS",
+    "0",
+    "SOLVER.WARMUP_EPOCHS",
+    "0",
+    "DATA.NUM_WORKERS",
+    "0",
+    "KNN.PERIOD",
+    "1",
+    "KNN.K",
+    "20",
+    "CHECKPOINT.PERIOD",
+    "1",
+    "CHECKPOINT.KEEP_LAST",
+    "0",
+    "PROGRESS_BAR",
+    "False",
+    "LOG_PERIOD",
+    "5",
+    "DEVICE",
+    "cpu",
+]
 
 
 def tiny_config(output_dir, *opts):
@@ -33,26 +68,39 @@ def _short_run(output_dir, *opts):
     return tiny_config(output_dir, "SOLVER.MAX_STEPS", "3", "SOLVER.EPOCHS", "1", *opts)
 
 
-@pytest.mark.parametrize("opts", [
-    ("METHOD.NAME", "msr"),
-    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AA"),
-    ("METHOD.NAME", "simsiam", "METHOD.VIEWS", "AA"),
-    ("METHOD.NAME", "simsiam_msr", "SOLVER.OPTIMIZER", "lars"),
-    ("METHOD.NAME", "msr", "SOLVER.AMP", "bf16", "MODEL.CHANNELS_LAST", "True"),
-    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "SOLVER.AMP", "fp16"),
-    ("METHOD.NAME", "msr", "AUG.AGGRESSIVE_ON", "device"),
-    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AA", "AUG.AGGRESSIVE_ON", "device"),
-    ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "AUG.AGGRESSIVE_ON", "device"),
-    ("METHOD.NAME", "simsiam", "METHOD.VIEWS", "AW"),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        ("METHOD.NAME", "msr"),
+        ("METHOD.NAME", "byol", "METHOD.VIEWS", "AA"),
+        ("METHOD.NAME", "simsiam", "METHOD.VIEWS", "AA"),
+        ("METHOD.NAME", "simsiam_msr", "SOLVER.OPTIMIZER", "lars"),
+        ("METHOD.NAME", "msr", "SOLVER.AMP", "bf16", "MODEL.CHANNELS_LAST", "True"),
+        ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "SOLVER.AMP", "fp16"),
+        ("METHOD.NAME", "msr", "AUG.AGGRESSIVE_ON", "device"),
+        ("METHOD.NAME", "byol", "METHOD.VIEWS", "AA", "AUG.AGGRESSIVE_ON", "device"),
+        ("METHOD.NAME", "byol", "METHOD.VIEWS", "AW", "AUG.AGGRESSIVE_ON", "device"),
+        ("METHOD.NAME", "simsiam", "METHOD.VIEWS", "AW"),
+    ],
+)
 def test_every_mode_trains_and_logs(tmp_path, opts):
     cfg = _short_run(tmp_path / "run", *opts)
     result = Pretrainer(cfg).train()
     assert result["step"] == 3 and 0.0 <= result["knn_top1"] <= 100.0
     records = _read_metrics(cfg.OUTPUT_DIR)
     train = [r for r in records if "loss" in r]
-    assert train and all(k in train[-1] for k in ("loss", "loss_weak_aggressive", "loss_aggressive_aggressive",
-                                                    "beta", "tau", "lr", "images_per_s"))
+    assert train and all(
+        k in train[-1]
+        for k in (
+            "loss",
+            "loss_weak_aggressive",
+            "loss_aggressive_aggressive",
+            "beta",
+            "tau",
+            "lr",
+            "images_per_s",
+        )
+    )
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train)
     for name in ("config.yaml", "log.txt"):
         assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, name))
@@ -69,15 +117,28 @@ def test_checkpoint_resume_continues_the_same_run(tmp_path):
     path = first.save()
     saved = load_checkpoint(path)
     assert saved["step"] == first.steps_per_epoch and saved["epoch"] == 1
-    assert set(saved) >= {"model", "target", "optimizer", "scaler", "step", "epoch", "config", "rng"}
+    assert set(saved) >= {
+        "model",
+        "target",
+        "optimizer",
+        "scaler",
+        "step",
+        "epoch",
+        "config",
+        "rng",
+    }
 
     resumed = Pretrainer(tiny_config(tmp_path / "split"), resume=True)
     assert resumed.state.step == first.steps_per_epoch
     resumed.train()
     assert resumed.state.step == full.state.step == 2 * first.steps_per_epoch
-    for (name, a), b in zip(full.state.online.state_dict().items(), resumed.state.online.state_dict().values()):
+    for (name, a), b in zip(
+        full.state.online.state_dict().items(), resumed.state.online.state_dict().values()
+    ):
         assert torch.equal(a, b), name
-    for a, b in zip(full.state.target.state_dict().values(), resumed.state.target.state_dict().values()):
+    for a, b in zip(
+        full.state.target.state_dict().values(), resumed.state.target.state_dict().values()
+    ):
         assert torch.equal(a, b)
 
 
@@ -89,7 +150,9 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
 
 
 def test_keep_last_prunes_old_checkpoints(tmp_path):
-    cfg = tiny_config(tmp_path / "run", "SOLVER.EPOCHS", "3", "CHECKPOINT.KEEP_LAST", "2", "KNN.PERIOD", "0")
+    cfg = tiny_config(
+        tmp_path / "run", "SOLVER.EPOCHS", "3", "CHECKPOINT.KEEP_LAST", "2", "KNN.PERIOD", "0"
+    )
     Pretrainer(cfg).train()
     paths = list_checkpoints(cfg.OUTPUT_DIR)
     assert len(paths) == 2 and paths[-1] == latest_checkpoint(cfg.OUTPUT_DIR)
@@ -113,14 +176,27 @@ def test_standalone_knn_matches_the_monitor(tmp_path):
     path = latest_checkpoint(cfg.OUTPUT_DIR)
     assert knn_from_checkpoint(path) == pytest.approx(result["knn_top1"])
     assert 0.0 <= knn_from_checkpoint(path, which="target") <= 100.0
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "knn.py"), path], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "knn.py"), path],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and f"kNN top-1: {result['knn_top1']:.2f}" in out.stdout
 
 
 def test_pretrain_tool_runs_end_to_end(tmp_path):
     out_dir = tmp_path / "cli"
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "pretrain.py"), "--cfg", "digits_demo.yaml", *TINY,
-           "SOLVER.MAX_STEPS", "2", "OUTPUT_DIR", str(out_dir)]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "pretrain.py"),
+        "--cfg",
+        "digits_demo.yaml",
+        *TINY,
+        "SOLVER.MAX_STEPS",
+        "2",
+        "OUTPUT_DIR",
+        str(out_dir),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert latest_checkpoint(str(out_dir)).endswith("checkpoint_0000002.pth")
@@ -136,8 +212,17 @@ def test_tensorboard_holds_every_training_scalar(tmp_path):
     events = EventAccumulator(os.path.join(cfg.OUTPUT_DIR, "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    wanted = ("loss", "loss_weak_aggressive", "loss_aggressive_aggressive", "beta", "tau", "lr", "grad_norm",
-              "images_per_s", "knn_top1")
+    wanted = (
+        "loss",
+        "loss_weak_aggressive",
+        "loss_aggressive_aggressive",
+        "beta",
+        "tau",
+        "lr",
+        "grad_norm",
+        "images_per_s",
+        "knn_top1",
+    )
     assert {f"pretrain/{name}" for name in wanted} <= tags, tags
     grad_norms = [event.value for event in events.Scalars("pretrain/grad_norm")]
     assert len(grad_norms) == 3 and all(value > 0 for value in grad_norms)
@@ -159,14 +244,20 @@ def test_compile_switch_compiles_both_networks_and_keeps_checkpoint_keys(tmp_pat
 
     monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
     torch._dynamo.reset()
-    cfg = _short_run(tmp_path / "run", "MODEL.COMPILE", "True", "KNN.PERIOD", "0", "SOLVER.MAX_STEPS", "2")
+    cfg = _short_run(
+        tmp_path / "run", "MODEL.COMPILE", "True", "KNN.PERIOD", "0", "SOLVER.MAX_STEPS", "2"
+    )
     trainer = Pretrainer(cfg)
     assert sorted(compiled) == ["OnlineNetwork", "TargetNetwork"]
     trainer.train()
     saved = load_checkpoint(latest_checkpoint(cfg.OUTPUT_DIR))
     plain = Pretrainer(_short_run(tmp_path / "plain", "KNN.PERIOD", "0"))
     assert saved["model"].keys() == plain.checkpoint_dict()["model"].keys()
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _read_metrics(cfg.OUTPUT_DIR) if "loss" in r)
+    assert all(
+        torch.isfinite(torch.tensor(r["loss"]))
+        for r in _read_metrics(cfg.OUTPUT_DIR)
+        if "loss" in r
+    )
     torch._dynamo.reset()
 
 
@@ -185,8 +276,12 @@ def test_byol_aw_step_is_the_official_symmetric_byol_loss(tmp_path):
     torch.manual_seed(0)
     q1, q2, z1, z2 = trainer.settings.method.outputs(state.online, state.target, list(views))
     with torch.no_grad():
-        expected = {"q1": state.online(views[0])[1], "q2": state.online(views[1])[1],
-                    "z1": state.target(views[0]), "z2": state.target(views[1])}
+        expected = {
+            "q1": state.online(views[0])[1],
+            "q2": state.online(views[1])[1],
+            "z1": state.target(views[0]),
+            "z2": state.target(views[1]),
+        }
     for name, got in zip(("q1", "q2", "z1", "z2"), (q1, q2, z1, z2)):
         assert torch.allclose(got, expected[name], atol=1e-6), name
 

@@ -23,14 +23,20 @@ def _randomise_bn(model):
     generator = torch.Generator().manual_seed(0)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+            module.running_mean.copy_(
+                torch.randn(module.running_mean.shape, generator=generator) * 0.1
+            )
+            module.running_var.copy_(
+                torch.rand(module.running_var.shape, generator=generator) + 0.5
+            )
             module.weight.data.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
     return model
 
 
-@pytest.mark.parametrize("builder, depth", [(torchvision.models.resnet18, "resnet18"),
-                                            (torchvision.models.resnet50, "resnet50")])
+@pytest.mark.parametrize(
+    "builder, depth",
+    [(torchvision.models.resnet18, "resnet18"), (torchvision.models.resnet50, "resnet50")],
+)
 def test_torchvision_state_dict_maps_every_key(builder, depth):
     state = builder().state_dict()
     backbone = extract_backbone(state, source="torchvision")
@@ -42,16 +48,19 @@ def test_torchvision_state_dict_maps_every_key(builder, depth):
     assert all(k.startswith(("stem.", "res2.", "res3.", "res4.", "res5.")) for k in converted)
 
 
-@pytest.mark.parametrize("key, expected", [
-    ("conv1.weight", "stem.conv1.weight"),
-    ("bn1.running_var", "stem.conv1.norm.running_var"),
-    ("layer1.0.conv2.weight", "res2.0.conv2.weight"),
-    ("layer3.5.bn3.bias", "res4.5.conv3.norm.bias"),
-    ("layer2.0.downsample.0.weight", "res3.0.shortcut.weight"),
-    ("layer4.0.downsample.1.running_mean", "res5.0.shortcut.norm.running_mean"),
-    ("fc.weight", None),
-    ("bn1.num_batches_tracked", None),
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("conv1.weight", "stem.conv1.weight"),
+        ("bn1.running_var", "stem.conv1.norm.running_var"),
+        ("layer1.0.conv2.weight", "res2.0.conv2.weight"),
+        ("layer3.5.bn3.bias", "res4.5.conv3.norm.bias"),
+        ("layer2.0.downsample.0.weight", "res3.0.shortcut.weight"),
+        ("layer4.0.downsample.1.running_mean", "res5.0.shortcut.norm.running_mean"),
+        ("fc.weight", None),
+        ("bn1.num_batches_tracked", None),
+    ],
+)
 def test_key_mapping_by_hand(key, expected):
     assert torchvision_to_d2_key(key) == expected
 
@@ -59,16 +68,25 @@ def test_key_mapping_by_hand(key, expected):
 def test_checkpoint_styles_are_recognised():
     net = ResNet("resnet18", width=8, stem="imagenet")
     encoder = net.state_dict()
-    moco = {"state_dict": {**{f"module.encoder_q.{k}": v for k, v in encoder.items()},
-                           **{f"module.encoder_k.{k}": v + 1 for k, v in encoder.items()},
-                           "module.encoder_q.fc.0.weight": torch.zeros(8, 64)}}
+    moco = {
+        "state_dict": {
+            **{f"module.encoder_q.{k}": v for k, v in encoder.items()},
+            **{f"module.encoder_k.{k}": v + 1 for k, v in encoder.items()},
+            "module.encoder_q.fc.0.weight": torch.zeros(8, 64),
+        }
+    }
     online = extract_backbone(moco)
     momentum = extract_backbone(moco, which="target")
     assert torch.equal(online.state["conv1.weight"], encoder["conv1.weight"])
     assert torch.equal(momentum.state["conv1.weight"], encoder["conv1.weight"] + 1)
-    ours = {"kind": "msr_pretrain", "model": {f"encoder.{k}": v for k, v in encoder.items()},
-            "target": {f"encoder.{k}": v * 2 for k, v in encoder.items()}}
-    assert torch.equal(extract_backbone(ours, which="target").state["conv1.weight"], encoder["conv1.weight"] * 2)
+    ours = {
+        "kind": "msr_pretrain",
+        "model": {f"encoder.{k}": v for k, v in encoder.items()},
+        "target": {f"encoder.{k}": v * 2 for k, v in encoder.items()},
+    }
+    assert torch.equal(
+        extract_backbone(ours, which="target").state["conv1.weight"], encoder["conv1.weight"] * 2
+    )
     assert extract_backbone(ours).width == 8 and extract_backbone(ours).depth == "resnet18"
 
 
@@ -90,7 +108,9 @@ def test_partial_and_broken_checkpoints_are_refused_listing_keys():
     with pytest.raises(ConversionError, match=r"shape.*layer2\.0\.conv1\.weight"):
         convert_backbone(extract_backbone(broken))
     extra = dict(state, **{"layer1.0.se.fc.weight": torch.zeros(4, 4)})
-    with pytest.raises(ConversionError, match=r"no Detectron2 equivalent: layer1\.0\.se\.fc\.weight"):
+    with pytest.raises(
+        ConversionError, match=r"no Detectron2 equivalent: layer1\.0\.se\.fc\.weight"
+    ):
         convert_backbone(extract_backbone(extra))
     with pytest.raises(ConversionError, match="No ResNet encoder found"):
         extract_backbone({"head.weight": torch.zeros(2, 2)})
@@ -103,7 +123,12 @@ def test_pickle_format(tmp_path):
     with open(path, "rb") as handle:
         data = pickle.load(handle)
     assert data["matching_heuristics"] is True and "__author__" in data
-    assert set(data["model"]) == set(converted) and data["model"]["stem.conv1.weight"].shape == (64, 3, 7, 7)
+    assert set(data["model"]) == set(converted) and data["model"]["stem.conv1.weight"].shape == (
+        64,
+        3,
+        7,
+        7,
+    )
     assert d2_pickle_dict(converted)["model"]["res2.0.conv1.weight"].dtype.name == "float32"
 
 
@@ -153,6 +178,8 @@ def test_verification_detects_a_wrong_mapping(tmp_path):
     write_d2_pickle(convert_backbone(backbone), str(path))
     weights = read_d2_pickle(str(path))
     weights["res3.0.conv1.norm.running_mean"], weights["res3.0.conv2.norm.running_mean"] = (
-        weights["res3.0.conv2.norm.running_mean"], weights["res3.0.conv1.norm.running_mean"])
+        weights["res3.0.conv2.norm.running_mean"],
+        weights["res3.0.conv1.norm.running_mean"],
+    )
     diffs = verify_conversion(backbone, weights, image_size=64)
     assert diffs["res2"] <= 1e-4 and diffs["res3"] > 1e-3

@@ -10,7 +10,10 @@ from PIL import Image
 
 from transfer import d2compat
 
-EXPECTED_NAMES = {f"numpy.{n}" for n in d2compat.NUMPY_ALIASES} | {"PIL.Image.LINEAR", "detectron2._C"}
+EXPECTED_NAMES = {f"numpy.{n}" for n in d2compat.NUMPY_ALIASES} | {
+    "PIL.Image.LINEAR",
+    "detectron2._C",
+}
 
 
 def _state():
@@ -84,7 +87,9 @@ def test_mask_rcnn_r50_fpn_builds_and_runs_on_cpu():
     from detectron2.modeling import build_model
 
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_file(
+        model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
+    )
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     torch.manual_seed(0)

@@ -35,8 +35,18 @@ TOOLS = os.path.join(ROOT, "tools")
 SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 # A few iterations, a short precise-BN pass and batch 2: seconds per run on the CPU.
 # few iterations at a small lr: the stem stays close to the loaded weights (checked below)
-FAST = ["SOLVER.MAX_ITER", "3", "TEST.PRECISE_BN.NUM_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.02",
-        "SOLVER.WARMUP_ITERS", "20"]
+FAST = [
+    "SOLVER.MAX_ITER",
+    "3",
+    "TEST.PRECISE_BN.NUM_ITER",
+    "2",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.02",
+    "SOLVER.WARMUP_ITERS",
+    "20",
+]
 # Keypoint R-CNN's default head is 8 convs of 512 channels over every detection: ~5 s per 128 px image on one
 # CPU thread. Two convs of 64 channels keep the same head type and make evaluation take well under a second.
 SMALL_KEYPOINT_HEAD = ["MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", "(64, 64)"]
@@ -51,8 +61,14 @@ def _get(cfg, key):
 
 
 def _run(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env or SUB_ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env or SUB_ENV,
+        timeout=timeout,
+    )
 
 
 def _finite_ap(results, task):
@@ -63,7 +79,9 @@ def _finite_ap(results, task):
 
 
 def _load_d2_checkpoint(path):
-    return torch.load(path, map_location="cpu", weights_only=False)  # Detectron2's own checkpoint (trusted)
+    return torch.load(
+        path, map_location="cpu", weights_only=False
+    )  # Detectron2's own checkpoint (trusted)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -82,10 +100,33 @@ def synthetic_root(tmp_path_factory):
 def pretrain_run(tmp_path_factory):
     """Mission command 1: a two-step MSR pretraining on the embedded digits (width 16, standard stem)."""
     out_dir = tmp_path_factory.mktemp("pretrain") / "run"
-    proc = _run(os.path.join(TOOLS, "pretrain.py"), "--cfg", "digits_demo.yaml",
-                "MODEL.WIDTH", "16", "MODEL.HIDDEN_DIM", "32", "MODEL.OUT_DIM", "16", "SOLVER.MAX_STEPS", "2",
-                "SOLVER.BATCH_SIZE", "32", "DATA.NUM_WORKERS", "0", "KNN.PERIOD", "0", "KNN.AT_START", "False",
-                "PROGRESS_BAR", "False", "DEVICE", "cpu", "OUTPUT_DIR", str(out_dir))
+    proc = _run(
+        os.path.join(TOOLS, "pretrain.py"),
+        "--cfg",
+        "digits_demo.yaml",
+        "MODEL.WIDTH",
+        "16",
+        "MODEL.HIDDEN_DIM",
+        "32",
+        "MODEL.OUT_DIM",
+        "16",
+        "SOLVER.MAX_STEPS",
+        "2",
+        "SOLVER.BATCH_SIZE",
+        "32",
+        "DATA.NUM_WORKERS",
+        "0",
+        "KNN.PERIOD",
+        "0",
+        "KNN.AT_START",
+        "False",
+        "PROGRESS_BAR",
+        "False",
+        "DEVICE",
+        "cpu",
+        "OUTPUT_DIR",
+        str(out_dir),
+    )
     return {"proc": proc, "checkpoint": str(out_dir / "checkpoint_0000002.pth")}
 
 
@@ -94,35 +135,72 @@ def converted(pretrain_run, tmp_path_factory):
     """Mission command 2: the pretrained online encoder converted to Detectron2's format and verified."""
     assert pretrain_run["proc"].returncode == 0, pretrain_run["proc"].stderr[-3000:]
     pkl = str(tmp_path_factory.mktemp("converted") / "msr_r18_w16.pkl")
-    proc = _run(os.path.join(TOOLS, "convert_to_d2.py"), pretrain_run["checkpoint"], pkl,
-                "--det-config", "synthetic_mask_rcnn.yaml")
+    proc = _run(
+        os.path.join(TOOLS, "convert_to_d2.py"),
+        pretrain_run["checkpoint"],
+        pkl,
+        "--det-config",
+        "synthetic_mask_rcnn.yaml",
+    )
     return {"proc": proc, "pkl": pkl}
 
 
 @pytest.fixture(scope="module")
 def pretrained_pkl(converted):
-    assert converted["proc"].returncode == 0, converted["proc"].stdout[-2000:] + converted["proc"].stderr[-3000:]
+    assert converted["proc"].returncode == 0, (
+        converted["proc"].stdout[-2000:] + converted["proc"].stderr[-3000:]
+    )
     return converted["pkl"]
 
 
 # ---------------------------------------------------------------------------- 1. the paper's configs
 PAPER = {
-    "mask_rcnn_1x": dict(lr=0.03, max_iter=90000, steps=(60000, 80000), mask=True, keypoint=False, classes=80,
-                         train="coco_2017_train", test="coco_2017_val"),
-    "mask_rcnn_2x": dict(lr=0.02, max_iter=180000, steps=(120000, 160000), mask=True, keypoint=False, classes=80,
-                         train="coco_2017_train", test="coco_2017_val"),
-    "keypoint_rcnn_1x": dict(lr=0.05, max_iter=90000, steps=(60000, 80000), mask=False, keypoint=True, classes=1,
-                             train="keypoints_coco_2017_train", test="keypoints_coco_2017_val"),
+    "mask_rcnn_1x": dict(
+        lr=0.03,
+        max_iter=90000,
+        steps=(60000, 80000),
+        mask=True,
+        keypoint=False,
+        classes=80,
+        train="coco_2017_train",
+        test="coco_2017_val",
+    ),
+    "mask_rcnn_2x": dict(
+        lr=0.02,
+        max_iter=180000,
+        steps=(120000, 160000),
+        mask=True,
+        keypoint=False,
+        classes=80,
+        train="coco_2017_train",
+        test="coco_2017_val",
+    ),
+    "keypoint_rcnn_1x": dict(
+        lr=0.05,
+        max_iter=90000,
+        steps=(60000, 80000),
+        mask=False,
+        keypoint=True,
+        classes=1,
+        train="keypoints_coco_2017_train",
+        test="keypoints_coco_2017_val",
+    ),
 }
-FILE_NAMES = {"mask_rcnn_1x": "mask_rcnn_R50_FPN_1x.yaml", "mask_rcnn_2x": "mask_rcnn_R50_FPN_2x.yaml",
-              "keypoint_rcnn_1x": "keypoint_rcnn_R50_FPN_1x.yaml"}
+FILE_NAMES = {
+    "mask_rcnn_1x": "mask_rcnn_R50_FPN_1x.yaml",
+    "mask_rcnn_2x": "mask_rcnn_R50_FPN_2x.yaml",
+    "keypoint_rcnn_1x": "keypoint_rcnn_R50_FPN_1x.yaml",
+}
 
 
 @pytest.mark.parametrize("short", sorted(PAPER))
 @pytest.mark.parametrize("by", ["alias", "file name", "path"])
 def test_paper_det_configs_follow_the_protocol(short, by):
-    name = {"alias": f"{short}.yaml", "file name": FILE_NAMES[short],
-            "path": os.path.join(ROOT, "configs", "det", FILE_NAMES[short])}[by]
+    name = {
+        "alias": f"{short}.yaml",
+        "file name": FILE_NAMES[short],
+        "path": os.path.join(ROOT, "configs", "det", FILE_NAMES[short]),
+    }[by]
     expected = PAPER[short]
     cfg = load_det_config(name, world_size=8)
     assert cfg.SOLVER.BASE_LR == pytest.approx(expected["lr"])
@@ -140,7 +218,9 @@ def test_paper_det_configs_follow_the_protocol(short, by):
     assert cfg.TEST.PRECISE_BN.ENABLED is True
     assert cfg.MODEL.MASK_ON is expected["mask"] and cfg.MODEL.KEYPOINT_ON is expected["keypoint"]
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == expected["classes"]
-    assert tuple(cfg.DATASETS.TRAIN) == (expected["train"],) and tuple(cfg.DATASETS.TEST) == (expected["test"],)
+    assert tuple(cfg.DATASETS.TRAIN) == (expected["train"],) and tuple(cfg.DATASETS.TEST) == (
+        expected["test"],
+    )
     assert cfg.MODEL.WEIGHTS == ""  # never ImageNet-supervised weights by default
     # every spelling resolves to the same file
     assert cfg.dump() == load_det_config(FILE_NAMES[short], world_size=8).dump()
@@ -162,54 +242,95 @@ def test_one_process_turns_sync_bn_into_bn(short):
 
 
 def test_overrides_apply_on_top_of_the_file():
-    cfg = load_det_config("mask_rcnn_1x.yaml", ["SOLVER.BASE_LR", "0.06", "SOLVER.MAX_ITER", "10"], world_size=8)
+    cfg = load_det_config(
+        "mask_rcnn_1x.yaml", ["SOLVER.BASE_LR", "0.06", "SOLVER.MAX_ITER", "10"], world_size=8
+    )
     assert cfg.SOLVER.BASE_LR == pytest.approx(0.06) and cfg.SOLVER.MAX_ITER == 10
     assert cfg.SOLVER.STEPS == (60000, 80000)
 
 
 # ---------------------------------------------------------------------------------- 2. config errors
 def test_unknown_config_name_suggests_the_close_one():
-    with pytest.raises(DetectionSetupError, match=r"mask_rcnn_1x\.yml.*not found.*Did you mean 'mask_rcnn_1x\.yaml'"):
+    with pytest.raises(
+        DetectionSetupError,
+        match=r"mask_rcnn_1x\.yml.*not found.*Did you mean 'mask_rcnn_1x\.yaml'",
+    ):
         load_det_config("mask_rcnn_1x.yml")
 
 
 def test_misspelt_override_key_names_the_valid_one():
-    with pytest.raises(DetectionSetupError, match=r"SOLVER\.BASE_LRR.*Did you mean 'SOLVER\.BASE_LR'"):
+    with pytest.raises(
+        DetectionSetupError, match=r"SOLVER\.BASE_LRR.*Did you mean 'SOLVER\.BASE_LR'"
+    ):
         load_det_config("mask_rcnn_1x.yaml", ["SOLVER.BASE_LRR", "0.1"])
-    with pytest.raises(DetectionSetupError, match=r"KEY VALUE pairs.*'SOLVER\.MAX_ITER' has no value"):
+    with pytest.raises(
+        DetectionSetupError, match=r"KEY VALUE pairs.*'SOLVER\.MAX_ITER' has no value"
+    ):
         load_det_config("mask_rcnn_1x.yaml", ["SOLVER.BASE_LR", "0.1", "SOLVER.MAX_ITER"])
 
 
 def test_missing_weights_file_is_refused(tmp_path):
     missing = str(tmp_path / "nowhere" / "out.pkl")
     cfg = load_det_config("synthetic_mask_rcnn.yaml", ["MODEL.WEIGHTS", missing])
-    with pytest.raises(DetectionSetupError, match=r"MODEL\.WEIGHTS '.*out\.pkl' does not exist.*convert_to_d2\.py"):
+    with pytest.raises(
+        DetectionSetupError, match=r"MODEL\.WEIGHTS '.*out\.pkl' does not exist.*convert_to_d2\.py"
+    ):
         check_weights_fit(cfg)
 
 
 def test_weights_of_another_width_are_refused(tmp_path, synthetic_root):
     pkl = str(tmp_path / "r18_w8.pkl")
-    write_d2_pickle(convert_backbone(extract_backbone(ResNet("resnet18", width=8, stem="imagenet").state_dict())), pkl)
-    opts = ["MODEL.WEIGHTS", pkl, "MSR.SYNTHETIC_ROOT", synthetic_root, "OUTPUT_DIR", str(tmp_path / "out")]
-    with pytest.raises(DetectionSetupError, match=r"does not fit the backbone.*STEM_OUT_CHANNELS 16.*"
-                                                  r"stem of 8 channels.*shape mismatch"):
+    write_d2_pickle(
+        convert_backbone(
+            extract_backbone(ResNet("resnet18", width=8, stem="imagenet").state_dict())
+        ),
+        pkl,
+    )
+    opts = [
+        "MODEL.WEIGHTS",
+        pkl,
+        "MSR.SYNTHETIC_ROOT",
+        synthetic_root,
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+    ]
+    with pytest.raises(
+        DetectionSetupError,
+        match=r"does not fit the backbone.*STEM_OUT_CHANNELS 16.*"
+        r"stem of 8 channels.*shape mismatch",
+    ):
         setup("synthetic_mask_rcnn.yaml", opts)
     # the same weights pass once the config describes their architecture
-    check_weights_fit(load_det_config("synthetic_mask_rcnn.yaml", opts + [
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "8"]))
+    check_weights_fit(
+        load_det_config(
+            "synthetic_mask_rcnn.yaml",
+            opts + ["MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "8"],
+        )
+    )
 
 
 def test_missing_coco_is_reported_with_the_layout(tmp_path):
     empty = tmp_path / "datasets"
     empty.mkdir()
-    proc = _run(os.path.join(TOOLS, "train_det.py"), "--config", "mask_rcnn_1x.yaml", "OUTPUT_DIR", str(tmp_path / "out"),
-                env={**SUB_ENV, "DETECTRON2_DATASETS": str(empty)})
+    proc = _run(
+        os.path.join(TOOLS, "train_det.py"),
+        "--config",
+        "mask_rcnn_1x.yaml",
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+        env={**SUB_ENV, "DETECTRON2_DATASETS": str(empty)},
+    )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert f"{empty}/coco/annotations/instances_train2017.json, which does not exist" in proc.stderr
-    for line in ("$DETECTRON2_DATASETS/coco/", "annotations/instances_{train,val}2017.json",
-                 "annotations/person_keypoints_{train,val}2017.json", "train2017/*.jpg", "val2017/*.jpg",
-                 "set DETECTRON2_DATASETS"):
+    for line in (
+        "$DETECTRON2_DATASETS/coco/",
+        "annotations/instances_{train,val}2017.json",
+        "annotations/person_keypoints_{train,val}2017.json",
+        "train2017/*.jpg",
+        "val2017/*.jpg",
+        "set DETECTRON2_DATASETS",
+    ):
         assert line in proc.stderr, line
     assert not os.path.exists(tmp_path / "out" / "model_final.pth")
 
@@ -218,19 +339,39 @@ def test_missing_coco_is_reported_with_the_layout(tmp_path):
 def _stem_distance(output_dir, pkl):
     """Max |difference| between the fine-tuned stem and the converted pretrained stem."""
     final = _load_d2_checkpoint(os.path.join(output_dir, "model_final.pth"))
-    return (final["model"][STEM_KEY].float() - read_d2_pickle(pkl)["stem.conv1.weight"]).abs().max().item()
+    return (
+        (final["model"][STEM_KEY].float() - read_d2_pickle(pkl)["stem.conv1.weight"])
+        .abs()
+        .max()
+        .item()
+    )
 
 
-@pytest.mark.parametrize("config, tasks, weights", [
-    ("synthetic_mask_rcnn.yaml", ("bbox", "segm"), "random"),
-    ("synthetic_keypoint_rcnn.yaml", ("bbox", "keypoints"), "pretrained"),
-    ("synthetic_keypoint_rcnn.yaml", ("bbox", "keypoints"), "random"),
-])
-def test_few_iterations_train_and_coco_evaluate(tmp_path, synthetic_root, pretrained_pkl, config, tasks, weights):
+@pytest.mark.parametrize(
+    "config, tasks, weights",
+    [
+        ("synthetic_mask_rcnn.yaml", ("bbox", "segm"), "random"),
+        ("synthetic_keypoint_rcnn.yaml", ("bbox", "keypoints"), "pretrained"),
+        ("synthetic_keypoint_rcnn.yaml", ("bbox", "keypoints"), "random"),
+    ],
+)
+def test_few_iterations_train_and_coco_evaluate(
+    tmp_path, synthetic_root, pretrained_pkl, config, tasks, weights
+):
     out = str(tmp_path / "out")
-    cfg = setup(config, ["MODEL.WEIGHTS", pretrained_pkl if weights == "pretrained" else "",
-                         "MSR.SYNTHETIC_ROOT", synthetic_root, "OUTPUT_DIR", out] + FAST
-                + (SMALL_KEYPOINT_HEAD if "keypoints" in tasks else []))
+    cfg = setup(
+        config,
+        [
+            "MODEL.WEIGHTS",
+            pretrained_pkl if weights == "pretrained" else "",
+            "MSR.SYNTHETIC_ROOT",
+            synthetic_root,
+            "OUTPUT_DIR",
+            out,
+        ]
+        + FAST
+        + (SMALL_KEYPOINT_HEAD if "keypoints" in tasks else []),
+    )
     results = train_or_evaluate(cfg)
     assert set(results) == set(tasks)
     for task in tasks:
@@ -241,11 +382,14 @@ def test_few_iterations_train_and_coco_evaluate(tmp_path, synthetic_root, pretra
     assert (distance < 0.01) if weights == "pretrained" else (distance > 0.1), distance
 
 
-def test_mask_rcnn_from_pretrained_weights_then_eval_only_and_resume(tmp_path, synthetic_root, pretrained_pkl,
-                                                                   monkeypatch):
+def test_mask_rcnn_from_pretrained_weights_then_eval_only_and_resume(
+    tmp_path, synthetic_root, pretrained_pkl, monkeypatch
+):
     run = str(tmp_path / "run")
     common = ["MSR.SYNTHETIC_ROOT", synthetic_root] + FAST
-    cfg = setup("synthetic_mask_rcnn.yaml", ["MODEL.WEIGHTS", pretrained_pkl, "OUTPUT_DIR", run] + common)
+    cfg = setup(
+        "synthetic_mask_rcnn.yaml", ["MODEL.WEIGHTS", pretrained_pkl, "OUTPUT_DIR", run] + common
+    )
     trained = train_or_evaluate(cfg)
     assert set(trained) == {"bbox", "segm"}
     for task in ("bbox", "segm"):
@@ -256,16 +400,22 @@ def test_mask_rcnn_from_pretrained_weights_then_eval_only_and_resume(tmp_path, s
 
     # --eval-only on the model just written: the same predictions as the evaluation at the end of training
     evaluated = str(tmp_path / "eval")
-    cfg = setup("synthetic_mask_rcnn.yaml", ["MODEL.WEIGHTS", final, "OUTPUT_DIR", evaluated] + common)
+    cfg = setup(
+        "synthetic_mask_rcnn.yaml", ["MODEL.WEIGHTS", final, "OUTPUT_DIR", evaluated] + common
+    )
     again = train_or_evaluate(cfg, eval_only=True)
     assert set(again) == {"bbox", "segm"}
     for task in ("bbox", "segm"):
         assert _finite_ap(again, task) == pytest.approx(trained[task]["AP"])
-    predictions = [os.path.join(d, "inference", "coco_instances_results.json") for d in (run, evaluated)]
+    predictions = [
+        os.path.join(d, "inference", "coco_instances_results.json") for d in (run, evaluated)
+    ]
     with open(predictions[0]) as a, open(predictions[1]) as b:
         first, second = a.read(), b.read()
     assert len(first) > 2 and first == second
-    assert not os.path.exists(os.path.join(evaluated, "model_final.pth"))  # evaluation trains nothing
+    assert not os.path.exists(
+        os.path.join(evaluated, "model_final.pth")
+    )  # evaluation trains nothing
 
     # --resume: continues from OUTPUT_DIR's last checkpoint (iteration 2) up to the new MAX_ITER
     iterations = []
@@ -276,8 +426,10 @@ def test_mask_rcnn_from_pretrained_weights_then_eval_only_and_resume(tmp_path, s
         return original(self)
 
     monkeypatch.setattr(DetectionTrainer, "run_step", recording_run_step)
-    cfg = setup("synthetic_mask_rcnn.yaml", ["MODEL.WEIGHTS", pretrained_pkl, "OUTPUT_DIR", run] + common
-                + ["SOLVER.MAX_ITER", "5"])
+    cfg = setup(
+        "synthetic_mask_rcnn.yaml",
+        ["MODEL.WEIGHTS", pretrained_pkl, "OUTPUT_DIR", run] + common + ["SOLVER.MAX_ITER", "5"],
+    )
     resumed = train_or_evaluate(cfg, resume=True)
     assert iterations == [3, 4]
     assert _load_d2_checkpoint(final)["iteration"] == 4
@@ -302,18 +454,40 @@ def test_convert_command_verifies_the_conversion(pretrain_run, converted):
     weights = read_d2_pickle(converted["pkl"])
     source = torch.load(pretrain_run["checkpoint"], map_location="cpu", weights_only=True)["model"]
     assert torch.equal(weights["stem.conv1.weight"], source["encoder.conv1.weight"])
-    assert torch.equal(weights["res5.1.conv2.norm.running_var"], source["encoder.layer4.1.bn2.running_var"])
+    assert torch.equal(
+        weights["res5.1.conv2.norm.running_var"], source["encoder.layer4.1.bn2.running_var"]
+    )
     with open(converted["pkl"], "rb") as handle:
         assert pickle.load(handle)["matching_heuristics"] is True
 
 
-def test_train_det_command_fine_tunes_and_prints_coco_tables(tmp_path, synthetic_root, pretrained_pkl):
+def test_train_det_command_fine_tunes_and_prints_coco_tables(
+    tmp_path, synthetic_root, pretrained_pkl
+):
     out = tmp_path / "det"
-    proc = _run(os.path.join(TOOLS, "train_det.py"), "--config", "synthetic_mask_rcnn.yaml",
-                "MODEL.WEIGHTS", pretrained_pkl, "OUTPUT_DIR", str(out), "MSR.SYNTHETIC_ROOT", synthetic_root,
-                "SOLVER.MAX_ITER", "2", "TEST.PRECISE_BN.NUM_ITER", "2", "SOLVER.IMS_PER_BATCH", "2")
+    proc = _run(
+        os.path.join(TOOLS, "train_det.py"),
+        "--config",
+        "synthetic_mask_rcnn.yaml",
+        "MODEL.WEIGHTS",
+        pretrained_pkl,
+        "OUTPUT_DIR",
+        str(out),
+        "MSR.SYNTHETIC_ROOT",
+        synthetic_root,
+        "SOLVER.MAX_ITER",
+        "2",
+        "TEST.PRECISE_BN.NUM_ITER",
+        "2",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert (out / "model_final.pth").is_file() and (out / "config.yaml").is_file() and (out / "log.txt").is_file()
+    assert (
+        (out / "model_final.pth").is_file()
+        and (out / "config.yaml").is_file()
+        and (out / "log.txt").is_file()
+    )
     assert _load_d2_checkpoint(str(out / "model_final.pth"))["iteration"] == 1
     for task in ("bbox", "segm"):
         assert f"Evaluation results for {task}:" in proc.stdout
@@ -328,7 +502,9 @@ def test_a_model_without_detections_scores_zero_for_each_of_its_tasks():
     cfg = load_det_config("synthetic_keypoint_rcnn.yaml", world_size=1)
     assert evaluation_tasks(cfg) == ("bbox", "keypoints")
     assert evaluation_tasks(load_det_config("mask_rcnn_1x.yaml", world_size=1)) == ("bbox", "segm")
-    evaluator = ModelCOCOEvaluator.__new__(ModelCOCOEvaluator)  # only the result derivation is exercised
+    evaluator = ModelCOCOEvaluator.__new__(
+        ModelCOCOEvaluator
+    )  # only the result derivation is exercised
     import logging
 
     evaluator._logger = logging.getLogger("test")

@@ -43,7 +43,8 @@ def _image(root, split, info):
 def test_layout_and_summary(dataset):
     root, summary = dataset
     assert sorted(os.listdir(os.path.join(root, "annotations"))) == sorted(
-        f"{kind}_{split}.json" for kind in ("instances", "person_keypoints") for split in SPLITS)
+        f"{kind}_{split}.json" for kind in ("instances", "person_keypoints") for split in SPLITS
+    )
     for split, count in zip(SPLITS, (48, 16)):
         s = summary["splits"][split]
         assert s["images"] == count == len(os.listdir(os.path.join(root, split)))
@@ -56,9 +57,13 @@ def test_layout_and_summary(dataset):
             assert img.mode == "RGB" and img.size == (info["width"], info["height"]) == (SIZE, SIZE)
             assert 1 <= len(coco.getAnnIds(imgIds=[info["id"]])) <= 4
     # ids unique across splits, persons shared between the instances and keypoints files
-    ids = [a["id"] for split in SPLITS for a in _coco(root, "instances", split).dataset["annotations"]]
+    ids = [
+        a["id"] for split in SPLITS for a in _coco(root, "instances", split).dataset["annotations"]
+    ]
     assert len(ids) == len(set(ids))
-    img_ids = [i["id"] for split in SPLITS for i in _coco(root, "instances", split).dataset["images"]]
+    img_ids = [
+        i["id"] for split in SPLITS for i in _coco(root, "instances", split).dataset["images"]
+    ]
     assert len(img_ids) == len(set(img_ids))
 
 
@@ -79,7 +84,9 @@ def test_categories_and_keypoint_schema(dataset):
         assert {a["id"] for a in kp.dataset["annotations"]} == set(persons)
         for a in kp.dataset["annotations"]:
             p = persons[a["id"]]
-            assert all(a[k] == p[k] for k in ("bbox", "segmentation", "area", "image_id", "category_id"))
+            assert all(
+                a[k] == p[k] for k in ("bbox", "segmentation", "area", "image_id", "category_id")
+            )
     assert ("left_eye", "right_eye") in COCO_KEYPOINT_FLIP_MAP and len(COCO_KEYPOINT_FLIP_MAP) == 8
 
 
@@ -102,7 +109,9 @@ def test_geometry_polygons_in_bbox_in_image(dataset):
             allx = np.concatenate([p[0::2] for p in a["segmentation"]])
             ally = np.concatenate([p[1::2] for p in a["segmentation"]])
             assert np.isclose(allx.min(), x) and np.isclose(ally.min(), y)
-            assert np.isclose(allx.max(), x + w, atol=0.011) and np.isclose(ally.max(), y + h, atol=0.011)
+            assert np.isclose(allx.max(), x + w, atol=0.011) and np.isclose(
+                ally.max(), y + h, atol=0.011
+            )
             assert a["area"] <= w * h + 2 * (w + h) + 1
 
 
@@ -122,7 +131,11 @@ def test_masks_match_area_and_drawing(dataset):
             bg_median = np.median(background, axis=0)
             object_colours = []
             for a, m in zip(anns, masks):
-                assert abs(m.sum() - a["area"]) <= max(4, 0.05 * a["area"]), (a["id"], m.sum(), a["area"])
+                assert abs(m.sum() - a["area"]) <= max(4, 0.05 * a["area"]), (
+                    a["id"],
+                    m.sum(),
+                    a["area"],
+                )
                 pix = img[m]
                 colour = np.median(pix, axis=0)
                 # the mask covers one solid drawn colour (a few boundary pixels may disagree) ...
@@ -151,9 +164,13 @@ def test_keypoints_on_the_figure(dataset):
             x, y, w, h = a["bbox"]
             # Detectron2 reads COCO keypoints as pixel indices and adds 0.5
             cx, cy = kps[:, 0] + 0.5, kps[:, 1] + 0.5
-            assert (cx >= x).all() and (cx <= x + w).all() and (cy >= y).all() and (cy <= y + h).all()
+            assert (
+                (cx >= x).all() and (cx <= x + w).all() and (cy >= y).all() and (cy <= y + h).all()
+            )
             mask = coco.annToMask(a).astype(bool)
-            assert mask[kps[:, 1].astype(int), kps[:, 0].astype(int)].all(), "keypoints must sit on drawn parts"
+            assert mask[kps[:, 1].astype(int), kps[:, 0].astype(int)].all(), (
+                "keypoints must sit on drawn parts"
+            )
             k = {n: kps[i, :2] for n, i in name_index.items()}
             # facing the camera: the person's left is on the image's right
             for part in ("eye", "ear", "shoulder", "hip"):
@@ -172,12 +189,15 @@ def test_deterministic_for_a_seed(tmp_path):
     for split in SPLITS:
         files = sorted(os.listdir(os.path.join(a["root"], split)))
         assert files == sorted(os.listdir(os.path.join(b["root"], split)))
-        _, mismatch, errors = filecmp.cmpfiles(os.path.join(a["root"], split), os.path.join(b["root"], split),
-                                               files, shallow=False)
+        _, mismatch, errors = filecmp.cmpfiles(
+            os.path.join(a["root"], split), os.path.join(b["root"], split), files, shallow=False
+        )
         assert not mismatch and not errors
         for kind in ("instances", "person_keypoints"):
             name = f"{kind}_{split}.json"
-            ja, jb, jc = (open(os.path.join(s["root"], "annotations", name)).read() for s in (a, b, c))
+            ja, jb, jc = (
+                open(os.path.join(s["root"], "annotations", name)).read() for s in (a, b, c)
+            )
             assert ja == jb
             assert json.loads(ja)["annotations"] != json.loads(jc)["annotations"]
     # rewriting a root with fewer images removes the now stale images
@@ -195,7 +215,9 @@ def test_other_image_size(tmp_path):
         assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_train=0), dict(num_val=-1), dict(image_size=16), dict(num_train=2.5)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(num_train=0), dict(num_val=-1), dict(image_size=16), dict(num_train=2.5)]
+)
 def test_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         write_synthetic_coco(str(tmp_path), **kwargs)
@@ -203,14 +225,39 @@ def test_bad_arguments(tmp_path, kwargs):
 
 def test_cli(tmp_path):
     out = tmp_path / "coco"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_synthetic_coco.py"), str(out),
-                           "--num-train", "3", "--num-val", "2", "--image-size", "64", "--seed", "3"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "make_synthetic_coco.py"),
+            str(out),
+            "--num-train",
+            "3",
+            "--num-val",
+            "2",
+            "--image-size",
+            "64",
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "train2017: 3 images" in proc.stdout and "val2017: 2 images" in proc.stdout
     assert (out / "annotations" / "person_keypoints_val2017.json").exists()
-    bad = subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_synthetic_coco.py"), str(out),
-                          "--image-size", "8"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "make_synthetic_coco.py"),
+            str(out),
+            "--image-size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "image_size" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -228,8 +275,16 @@ def test_register_with_detectron2(dataset, tmp_path):
     root, summary = dataset
     prefix = "test_synthetic_coco"
     names = register_synthetic_coco(root, prefix=prefix)
-    assert names == synthetic_coco_dataset_names(prefix) == [
-        f"{prefix}_instances_train", f"{prefix}_instances_val", f"{prefix}_keypoints_train", f"{prefix}_keypoints_val"]
+    assert (
+        names
+        == synthetic_coco_dataset_names(prefix)
+        == [
+            f"{prefix}_instances_train",
+            f"{prefix}_instances_val",
+            f"{prefix}_keypoints_train",
+            f"{prefix}_keypoints_val",
+        ]
+    )
     assert register_synthetic_coco(root, prefix=prefix) == names  # idempotent
     for name in names:
         split = "train2017" if name.endswith("_train") else "val2017"
@@ -254,6 +309,8 @@ def test_register_with_detectron2(dataset, tmp_path):
     other = write_synthetic_coco(str(tmp_path / "other"), num_train=2, num_val=1, seed=5)
     assert register_synthetic_coco(other["root"], prefix=prefix) == names
     assert len(DatasetCatalog.get(f"{prefix}_keypoints_train")) == 2
-    assert MetadataCatalog.get(f"{prefix}_instances_val").image_root == os.path.join(other["root"], "val2017")
+    assert MetadataCatalog.get(f"{prefix}_instances_val").image_root == os.path.join(
+        other["root"], "val2017"
+    )
     with pytest.raises(FileNotFoundError, match="make_synthetic_coco"):
         register_synthetic_coco(str(tmp_path / "missing"), prefix=prefix)
