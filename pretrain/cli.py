@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import yaml
 
 from pretrain.config import derived_values
-from pretrain.data.datasets import KNOWN_TRAIN_SIZES
+from pretrain.data.specs import KNOWN_TRAIN_SIZES
 from pretrain.utils.errors import UserError
 
 # Errors whose message already tells the user what is wrong and how to fix it.

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Optional
 import yaml
 from yacs.config import CfgNode as CN
 
+from pretrain.data.specs import DATASETS
 from pretrain.methods import METHODS, VIEWS
 from pretrain.utils.errors import ConfigError
 
@@ -194,16 +195,7 @@ CHOICES = {
     "EMA.SCHEDULE": ("cosine", "constant"),
     "MODEL.BACKBONE": ("resnet18", "resnet34", "resnet50"),
     "MODEL.STEM": ("cifar", "imagenet"),
-    "DATA.NAME": (
-        "digits",
-        "fashion_mnist",
-        "cifar10",
-        "cifar100",
-        "stl10",
-        "tiny_imagenet",
-        "imagenet100",
-        "imagenet",
-    ),
+    "DATA.NAME": tuple(DATASETS),
     "SOLVER.OPTIMIZER": ("sgd", "lars"),
     "AUG.AGGRESSIVE_ON": ("cpu", "device"),
     "SOLVER.AMP": ("none", "fp16", "bf16"),

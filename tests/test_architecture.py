@@ -12,7 +12,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLOWED = {
     "utils": set(),
     "methods": set(),
-    "config": {"utils", "methods"},
+    "config": {
+        "utils",
+        "methods",
+        "data.specs",
+    },  # data.specs: the data-set registry, a leaf module
     "modeling": {"utils", "methods", "config"},
     "data": {"utils", "methods", "config"},
     "engine": {"utils", "methods", "config", "modeling", "data"},
@@ -79,7 +83,8 @@ def test_layers_inside_pretrain_import_only_downwards():
                 )
             if module.startswith("pretrain."):
                 target = module.split(".")[1]
-                if target != part and target not in ALLOWED[part]:
+                leaf = ".".join(module.split(".")[1:3])
+                if target != part and target not in ALLOWED[part] and leaf not in ALLOWED[part]:
                     offenders.append(
                         (
                             os.path.relpath(path, ROOT),

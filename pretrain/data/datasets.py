@@ -43,6 +43,7 @@ from torchvision import datasets as tvd
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from pretrain.config import CHOICES, get_default_config
+from pretrain.data.specs import DATASETS
 from pretrain.utils.errors import UserError
 
 # -- digits split, fixed so that every run (and --dry-run) sees the same images ------------------
@@ -57,32 +58,6 @@ IMAGENET100_CLASS_FILE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "resources", "imagenet100_classes.txt"
 )
 
-NUM_CLASSES = {
-    "digits": 10,
-    "fashion_mnist": 10,
-    "cifar10": 10,
-    "cifar100": 100,
-    "stl10": 10,
-    "tiny_imagenet": 200,
-    "imagenet100": 100,
-    "imagenet": 1000,
-}
-
-# Number of pretraining images per dataset, for --dry-run (no data is read).
-KNOWN_TRAIN_SIZES = {
-    "digits": DIGITS_TRAIN_SIZE,
-    "fashion_mnist": 60000,
-    "cifar10": 50000,
-    "cifar100": 50000,
-    "stl10": 105000,
-    "tiny_imagenet": 100000,
-    "imagenet100": 126689,
-    "imagenet": 1281167,
-}
-
-FOLDER_DATASETS = ("tiny_imagenet", "imagenet100", "imagenet")
-TINY_DIR = "tiny-imagenet-200"
-
 
 class DatasetError(UserError, RuntimeError):
     """A dataset problem the user must fix (missing or malformed data); the message says how."""
@@ -91,62 +66,9 @@ class DatasetError(UserError, RuntimeError):
 # =================================================================================================
 # Messages: expected layouts and where to get the data
 # =================================================================================================
-_LAYOUTS = {  # folder trees below DATA.ROOT, two spaces per level
-    "cifar10": (
-        "cifar-10-batches-py/\n  batches.meta\n  data_batch_1 ... data_batch_5\n  test_batch"
-    ),
-    "cifar100": "cifar-100-python/\n  meta\n  train\n  test",
-    "stl10": (
-        "stl10_binary/\n  class_names.txt\n  fold_indices.txt\n  train_X.bin  train_y.bin\n"
-        "  test_X.bin   test_y.bin\n  unlabeled_X.bin"
-    ),
-    "tiny_imagenet": (
-        f"{TINY_DIR}/\n  wnids.txt\n  train/\n    n01443537/\n      images/\n"
-        "        n01443537_0.JPEG ...\n    ... (200 class folders)\n  val/\n"
-        "    val_annotations.txt   (file<TAB>wnid<TAB>box, as in the official zip)\n"
-        "    images/\n      val_0.JPEG ...\n"
-        "    (or, if reorganised: val/<wnid>/*.JPEG class folders)"
-    ),
-    "imagenet": (
-        "train/\n  n01440764/\n    n01440764_10026.JPEG ...\n  ... (one folder per class)\n"
-        "val/\n  n01440764/\n    ILSVRC2012_val_00000293.JPEG ...\n  ... (one folder per class)"
-    ),
-}
-_LAYOUTS["imagenet100"] = _LAYOUTS["imagenet"]
-
-_HOW_TO_GET = {
-    "cifar10": (
-        "set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
-        "or unpack cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"
-    ),
-    "cifar100": (
-        "set DATA.DOWNLOAD True to let torchvision download it (about 170 MB, needs internet), "
-        "or unpack cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html into DATA.ROOT"
-    ),
-    "stl10": (
-        "set DATA.DOWNLOAD True to let torchvision download it (about 2.6 GB, needs internet), "
-        "or unpack stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ into DATA.ROOT"
-    ),
-    "tiny_imagenet": (
-        "download the official archive http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip "
-        "it into DATA.ROOT (torchvision cannot download it)"
-    ),
-    "imagenet": (
-        "ImageNet-1K (ILSVRC2012) is distributed only after registering at https://image-net.org; "
-        "extract ILSVRC2012_img_train.tar (and each class tar inside it) into train/, and sort the "
-        "validation images into class folders under val/ (e.g. with the widely used valprep.sh)"
-    ),
-    "imagenet100": (
-        "ImageNet-100 is read from an ImageNet-1K tree (from https://image-net.org, laid out as "
-        "shown); a full tree works, as does a copy holding only the 100 CMC class folders listed in "
-        "pretrain/resources/imagenet100_classes.txt (or in DATA.CLASS_LIST)"
-    ),
-}
-
-
 def _layout_text(name: str, root: str) -> str:
     """The folder tree expected under DATA.ROOT, with the absolute root on the first line."""
-    body = "\n".join("    " + line for line in _LAYOUTS[name].splitlines())
+    body = "\n".join("    " + line for line in DATASETS[name].layout.splitlines())
     return f"  {os.path.abspath(root)}/\n{body}"
 
 
@@ -154,7 +76,7 @@ def _missing_data_error(name: str, root: str, problem: str) -> DatasetError:
     """A DatasetError that states the problem, shows the expected layout and says how to get the data."""
     return DatasetError(
         f"Dataset '{name}': {problem}\nExpected layout under DATA.ROOT ({root!r}):\n{_layout_text(name, root)}\n"
-        f"How to get it: {_HOW_TO_GET[name]}. If the data is elsewhere, point DATA.ROOT at the folder "
+        f"How to get it: {DATASETS[name].how_to_get}. If the data is elsewhere, point DATA.ROOT at the folder "
         f"that holds it (shown at the top of the tree)."
     )
 
@@ -501,10 +423,10 @@ def read_class_list(path: str) -> list[str]:
 def _class_list_path(cfg) -> str | None:
     """DATA.CLASS_LIST if set, else the builtin CMC list for imagenet100, else None (all classes)."""
     if cfg.DATA.CLASS_LIST:
-        if cfg.DATA.NAME not in FOLDER_DATASETS:
+        if not DATASETS[cfg.DATA.NAME].class_folders:
             raise DatasetError(
                 f"DATA.CLASS_LIST is set but DATA.NAME '{cfg.DATA.NAME}' is not a folder dataset; "
-                f"a class list applies only to {', '.join(FOLDER_DATASETS)}. "
+                f"a class list applies only to {', '.join(n for n, d in DATASETS.items() if d.class_folders)}. "
                 f"Set DATA.CLASS_LIST '' or change DATA.NAME."
             )
         return cfg.DATA.CLASS_LIST
@@ -521,14 +443,14 @@ def num_classes(cfg) -> int:
     """Number of classes of the configured dataset (reads at most the class list file, never the data)."""
     _check_config(cfg)
     names = class_names(cfg)
-    return len(names) if names is not None else NUM_CLASSES[cfg.DATA.NAME]
+    return len(names) if names is not None else DATASETS[cfg.DATA.NAME].num_classes
 
 
 def _check_config(cfg) -> None:
     """Reject an unknown DATA.NAME, and a DATA.CLASS_LIST given for a dataset it cannot restrict."""
-    if cfg.DATA.NAME not in NUM_CLASSES:
+    if cfg.DATA.NAME not in DATASETS:
         raise DatasetError(
-            f"Unknown dataset DATA.NAME '{cfg.DATA.NAME}'. Choose one of: {', '.join(NUM_CLASSES)}."
+            f"Unknown dataset DATA.NAME '{cfg.DATA.NAME}'. Choose one of: {', '.join(DATASETS)}."
         )
     _class_list_path(cfg)
 
@@ -582,27 +504,20 @@ class DigitsDataset(Dataset):
 # =================================================================================================
 # torchvision datasets (CIFAR, STL-10)
 # =================================================================================================
-_TORCHVISION_FOLDERS = {
-    "cifar10": "cifar-10-batches-py",
-    "cifar100": "cifar-100-python",
-    "stl10": "stl10_binary",
-}
-
-
 def _torchvision_dataset(cfg, split: str, transform: Callable | None) -> Dataset:
     """CIFAR-10/100 ("train"/"test") or STL-10 ("train+unlabeled"/"train"/"test") under DATA.ROOT."""
     name, root, download = cfg.DATA.NAME, cfg.DATA.ROOT, bool(cfg.DATA.DOWNLOAD)
     if not download:
-        _require_dir(os.path.join(root, _TORCHVISION_FOLDERS[name]), name, root)
+        _require_dir(os.path.join(root, DATASETS[name].folder), name, root)
     try:
-        if name == "stl10":
+        if name == "stl10":  # STL-10 names its splits; CIFAR has train and test
             return tvd.STL10(root, split=split, transform=transform, download=download)
-        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
         return cls(root, train=(split == "train"), transform=transform, download=download)
     except DatasetError:
         raise
     except RuntimeError as err:  # torchvision: files missing or failing their checksum
-        folder = os.path.join(os.path.abspath(root), _TORCHVISION_FOLDERS[name])
+        folder = os.path.join(os.path.abspath(root), DATASETS[name].folder)
         raise _missing_data_error(
             name,
             root,
@@ -621,9 +536,7 @@ def _torchvision_dataset(cfg, split: str, transform: Callable | None) -> Dataset
 # =================================================================================================
 def _folder_root(cfg) -> str:
     """Folder holding train/ and val/ for the configured folder dataset."""
-    if cfg.DATA.NAME == "tiny_imagenet":
-        return os.path.join(cfg.DATA.ROOT, TINY_DIR)
-    return cfg.DATA.ROOT
+    return os.path.join(cfg.DATA.ROOT, DATASETS[cfg.DATA.NAME].folder)
 
 
 def _folder_split(
@@ -733,37 +646,34 @@ def _folder_eval_datasets(cfg, transform: Callable | None) -> tuple[Dataset, Dat
 # =================================================================================================
 # Public API
 # =================================================================================================
+def _fashion_mnist(cfg, split: str, transform: Callable | None) -> Dataset:
+    from pretrain.data.fashion_mnist import FashionMNIST
+
+    return FashionMNIST(cfg.DATA.ROOT, split, transform)
+
+
+# source (DatasetSpec.source) -> a builder of one split: builder(cfg, split name, transform)
+_SPLIT_BUILDERS = {
+    "embedded": lambda cfg, split, transform: DigitsDataset(split, transform),
+    "idx": _fashion_mnist,
+    "torchvision": _torchvision_dataset,
+}
+
+
 def build_pretrain_dataset(cfg, transform: Callable | None) -> Dataset:
     """The pretraining images of DATA.NAME; items are ``(transform(image), label)`` (label -1 if unlabeled)."""
-    name = cfg.DATA.NAME
     _check_config(cfg)
-    if name == "digits":
-        return DigitsDataset("train", transform)
-    if name == "fashion_mnist":
-        from pretrain.data.fashion_mnist import FashionMNIST
-
-        return FashionMNIST(cfg.DATA.ROOT, "train", transform)
-    if name in _TORCHVISION_FOLDERS:
-        return _torchvision_dataset(
-            cfg, "train+unlabeled" if name == "stl10" else "train", transform
-        )
-    return _folder_split(cfg, "train", transform, class_names(cfg))
+    spec = DATASETS[cfg.DATA.NAME]
+    if spec.class_folders:
+        return _folder_split(cfg, spec.splits[0], transform, class_names(cfg))
+    return _SPLIT_BUILDERS[spec.source](cfg, spec.splits[0], transform)
 
 
 def build_eval_datasets(cfg, transform: Callable | None) -> tuple[Dataset, Dataset]:
     """Labeled (memory/train, test) datasets for kNN and linear evaluation, sharing one label space."""
-    name = cfg.DATA.NAME
     _check_config(cfg)
-    if name == "digits":
-        return DigitsDataset("train", transform), DigitsDataset("test", transform)
-    if name == "fashion_mnist":
-        from pretrain.data.fashion_mnist import FashionMNIST
-
-        return FashionMNIST(cfg.DATA.ROOT, "train", transform), FashionMNIST(
-            cfg.DATA.ROOT, "test", transform
-        )
-    if name in _TORCHVISION_FOLDERS:
-        return _torchvision_dataset(cfg, "train", transform), _torchvision_dataset(
-            cfg, "test", transform
-        )
-    return _folder_eval_datasets(cfg, transform)
+    spec = DATASETS[cfg.DATA.NAME]
+    if spec.class_folders:
+        return _folder_eval_datasets(cfg, transform)
+    build = _SPLIT_BUILDERS[spec.source]
+    return build(cfg, spec.splits[1], transform), build(cfg, spec.splits[2], transform)

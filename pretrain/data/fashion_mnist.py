@@ -21,9 +21,14 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from pretrain.data.datasets import DatasetError  # data.py imports this module lazily, so no cycle
+from pretrain.data.datasets import (
+    DatasetError,  # datasets.py imports this module lazily, so no cycle
+)
+from pretrain.data.specs import DATASETS
 
-FOLDER = "fashion-mnist"  # sub-folder of DATA.ROOT looked at first
+FOLDER = DATASETS[
+    "fashion_mnist"
+].folder  # sub-folder of DATA.ROOT looked at first ("fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 IMAGE_SIDE = 28
 CLASSES = (

@@ -12,13 +12,13 @@ from pretrain.config import get_default_config
 from pretrain.data.augment import build_pretrain_transform, eval_transform
 from pretrain.data.datasets import (
     IMAGENET100_CLASS_FILE,
-    KNOWN_TRAIN_SIZES,
     DatasetError,
     build_eval_datasets,
     build_pretrain_dataset,
     num_classes,
     read_class_list,
 )
+from pretrain.data.specs import KNOWN_TRAIN_SIZES
 
 WNIDS = ["n01000001", "n01000002", "n01000003"]
 
@@ -268,3 +268,26 @@ def test_tiny_imagenet_annotation_with_missing_image_raises(tmp_path):
     os.remove(os.path.join(base, "val", "images", "val_3.JPEG"))
     with pytest.raises(DatasetError, match="val_3.JPEG"):
         build_eval_datasets(_cfg("tiny_imagenet", root=tmp_path), None)
+
+
+def test_the_registry_feeds_the_config_choices_and_describes_every_data_set():
+    from pretrain.config import CHOICES
+    from pretrain.data import fashion_mnist
+    from pretrain.data.specs import DATASETS, SOURCES
+
+    assert CHOICES["DATA.NAME"] == tuple(DATASETS)
+    for name, spec in DATASETS.items():
+        assert (
+            spec.name == name
+            and spec.source in SOURCES
+            and spec.num_classes > 1
+            and spec.train_size > 0
+        )
+        assert len(spec.splits) == 3
+        if spec.source in (
+            "torchvision",
+            "folder",
+        ):  # the data sets whose missing files show a layout
+            assert spec.layout and spec.how_to_get, name
+    assert DATASETS["fashion_mnist"].train_size == fashion_mnist.SPLIT_SIZES["train"]
+    assert fashion_mnist.FOLDER == "fashion-mnist"
