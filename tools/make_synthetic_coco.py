@@ -5,7 +5,7 @@
 
 OUT_DIR gets the layout of COCO 2017 (train2017/, val2017/, annotations/instances_*.json and
 annotations/person_keypoints_*.json), so Detectron2's COCO loaders read it; see
-transfer/synthetic_coco.py.
+transfer/synthetic_coco/.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""Tests of the synthetic COCO data set (transfer/synthetic_coco.py, tools/make_synthetic_coco.py)."""
+"""Tests of the synthetic COCO data set (transfer/synthetic_coco/, tools/make_synthetic_coco.py)."""
 
 import filecmp
 import json
