@@ -58,7 +58,9 @@ _SOURCES: Dict[str, str] = {
     # training
     "Pretrainer": "pretrain.engine.trainer",
     "train_step": "pretrain.engine.trainer",
-    "seed_everything": "pretrain.engine.trainer",
+    "TrainerBase": "pretrain.engine.train_loop",
+    "HookBase": "pretrain.engine.train_loop",
+    "seed_everything": "pretrain.utils.env",
     "build_optimizer": "pretrain.engine.optim",
     "beta_at": "pretrain.engine.schedules",
     "tau_at": "pretrain.engine.schedules",

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional
 
@@ -43,7 +42,6 @@ from pretrain.config import ConfigError, config_from_yaml_text, effective_lr
 from pretrain.data.augment import build_pretrain_transform
 from pretrain.data.datasets import (
     DatasetError,
-    bad_image_report,
     build_pretrain_dataset,
     num_classes,
 )
@@ -64,16 +62,24 @@ from pretrain.engine.checkpoint import (
     save_atomic,
     save_atomic_bytes,
 )
+from pretrain.engine.hooks import (
+    BadImageReport,
+    KNNEvaluation,
+    MetricsAndProgress,
+    PeriodicCheckpoint,
+    StopOnSignal,
+)
 from pretrain.engine.knn import knn_top1
 from pretrain.engine.optim import build_optimizer, set_lr
 from pretrain.engine.schedules import beta_at, lr_at, tau_at
+from pretrain.engine.train_loop import TrainerBase
 from pretrain.methods import Method, method_of, view_layout
 from pretrain.modeling.networks import build_networks, ema_update
 from pretrain.modeling.sync_batchnorm import convert_to_sync_batchnorm
 from pretrain.utils import distributed as comm
 from pretrain.utils.env import seed_everything, use_deterministic_kernels
 from pretrain.utils.errors import UserError
-from pretrain.utils.logger import MetricsWriter, progress_bar, setup_logging
+from pretrain.utils.logger import MetricsWriter, setup_logging
 from pretrain.utils.paths import ensure_output_dir
 from pretrain.utils.preemption import StopRequest
 
@@ -237,10 +243,14 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-class Pretrainer:
-    """Builds data, networks and optimizer from a config, then trains, evaluates and checkpoints."""
+class Pretrainer(TrainerBase):
+    """Builds data, networks and optimizer from a config; a step is :func:`train_step` on one batch.
+
+    Evaluation, checkpoints, metrics, progress and stopping are hooks (:meth:`build_hooks`).
+    """
 
     def __init__(self, cfg, resume: bool = False):
+        super().__init__()
         self.cfg = cfg
         self.device = comm.resolve_device(cfg.DEVICE)
         self.is_main = comm.is_main_process()
@@ -268,12 +278,16 @@ class Pretrainer:
         self.settings = self._step_settings(amp)
         self._knn_loaders = None
         self.stop_request = StopRequest()
-        self.preempted = False
+        self.record: dict = {}  # the last step's logged scalars (hooks complete and write them)
+        self.step_skipped = False  # the last step's update was skipped by the fp16 grad scaler
+        self.batch_images = 0  # images of the last step over all processes
+        self.knn_top1: Optional[float] = None  # the last epoch-level kNN evaluation
         if checkpoint is not None:
             self.load(resume_path, checkpoint)
             if self.is_main:
                 drop_metrics_after(self.output_dir, self.state.step)
         self.metrics = MetricsWriter(self.output_dir, self.is_main)
+        self.register_hooks(self.build_hooks())
 
     # ----------------------------------------------------------------------------------- setup
     def _prepare_output_dir(self, resume: bool) -> None:
@@ -483,93 +497,69 @@ class Pretrainer:
         return top1
 
     # ---------------------------------------------------------------------------------- train
-    def train_one_epoch(self) -> None:
-        """Train from the current position to the end of the epoch (or of training, or a stop request)."""
-        cfg, st, s = self.cfg, self.state, self.settings
-        per_process_batch = cfg.SOLVER.BATCH_SIZE // comm.get_world_size()
+    def epoch_batches(self):
+        """The train loader from the current position of the current epoch, networks in train mode."""
+        st = self.state
         self.sampler.set_epoch(st.epoch)
-        self.sampler.set_start(st.batch_in_epoch * per_process_batch)
-        remaining = min(self.steps_per_epoch - st.batch_in_epoch, s.total_steps - st.step)
-        progress = progress_bar(remaining, f"epoch {st.epoch}", cfg.PROGRESS_BAR and self.is_main)
+        self.sampler.set_start(
+            st.batch_in_epoch * (self.cfg.SOLVER.BATCH_SIZE // comm.get_world_size())
+        )
         st.online.train()
         if st.target is not None:
             st.target.train()
-        tic, images = time.perf_counter(), 0
-        for views, _ in self.train_loader:
-            record = train_step(st, views, s)
-            skipped = bool(record.pop("skipped"))
-            if st.scaler.is_enabled():  # fp16: how many updates the grad scaler has skipped so far
-                record["skipped_steps"] = st.skipped_steps
-            st.batch_in_epoch += 1
-            images += views[0].shape[0] * comm.get_world_size()
-            progress.update(1)
-            last = st.batch_in_epoch == self.steps_per_epoch or st.step >= s.total_steps
-            if st.step % cfg.LOG_PERIOD == 0 or last or skipped:
-                elapsed = time.perf_counter() - tic
-                record.update(
-                    step=st.step, epoch=st.epoch, images_per_s=images / max(elapsed, 1e-9)
-                )
-                self.metrics.write(record)
-                progress.set_postfix(
-                    loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}"
-                )
-                tic, images = time.perf_counter(), 0
-            if last:  # the epoch-end logic in train() evaluates, saves and polls for stop requests
-                break
-            if cfg.KNN.STEP_PERIOD and st.step % cfg.KNN.STEP_PERIOD == 0 and not skipped:
-                self.evaluate_knn()
-            if self._step_checkpoint_due() and not skipped:
-                self.save()
-            if self.stop_request.requested(self.device):
-                self.preempted = True
-                break
-        progress.close()
-        if not self.preempted:
-            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        return self.train_loader
 
-    def _step_checkpoint_due(self) -> bool:
-        period = self.cfg.CHECKPOINT.STEP_PERIOD
-        return bool(period) and self.state.step % period == 0
+    def run_step(self, batch) -> None:
+        """One optimizer step; the step's record, image count and skip flag are left for the hooks."""
+        st, s = self.state, self.settings
+        views, _ = batch
+        self.record = train_step(st, views, s)
+        self.step_skipped = bool(self.record.pop("skipped"))
+        if st.scaler.is_enabled():  # fp16: how many updates the grad scaler has skipped so far
+            self.record["skipped_steps"] = st.skipped_steps
+        st.batch_in_epoch += 1
+        self.batch_images = views[0].shape[0] * comm.get_world_size()
+        self.at_epoch_end = st.batch_in_epoch == self.steps_per_epoch or st.step >= s.total_steps
+
+    def end_epoch(self) -> None:
+        self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state.step >= self.settings.total_steps
+
+    @property
+    def remaining_in_epoch(self) -> int:
+        """Steps left in the current epoch (fewer when training ends inside it)."""
+        st, s = self.state, self.settings
+        return min(self.steps_per_epoch - st.batch_in_epoch, s.total_steps - st.step)
+
+    def build_hooks(self) -> list:
+        """The periodic actions of a pretraining run, in the order they act (pretrain/engine/hooks.py)."""
+        cfg = self.cfg
+        return [
+            MetricsAndProgress(cfg.LOG_PERIOD, cfg.PROGRESS_BAR and self.is_main),
+            KNNEvaluation(cfg.KNN.PERIOD, cfg.KNN.STEP_PERIOD, cfg.KNN.AT_START),
+            PeriodicCheckpoint(cfg.CHECKPOINT.PERIOD, cfg.CHECKPOINT.STEP_PERIOD),
+            BadImageReport(),
+            StopOnSignal(self.stop_request, self.device),
+        ]
 
     def train(self) -> dict:
         """Run until the total number of steps, or until SIGTERM/SIGUSR1 (then save and return preempted).
 
         Returns {"step", "knn_top1" (final, when enabled), "preempted"}.
         """
-        cfg, st, s = self.cfg, self.state, self.settings
-        knn_on = cfg.KNN.PERIOD > 0
-        if knn_on and st.step == 0 and st.batch_in_epoch == 0 and cfg.KNN.AT_START:
-            self.evaluate_knn()
-        top1 = None
-        self.stop_request.install()
+        self.knn_top1 = None
         try:
-            while st.step < s.total_steps:
-                self.train_one_epoch()
-                if not self.preempted:
-                    finished = st.step >= s.total_steps
-                    if knn_on and (finished or st.epoch % cfg.KNN.PERIOD == 0):
-                        top1 = self.evaluate_knn()
-                    if (
-                        finished
-                        or st.epoch % cfg.CHECKPOINT.PERIOD == 0
-                        or self._step_checkpoint_due()
-                    ):
-                        self.save()
-                    report = bad_image_report(self.train_loader.dataset)
-                    if report:
-                        logger.warning(report)
-                    self.preempted = not finished and self.stop_request.requested(self.device)
-                if self.preempted:
-                    logger.warning(
-                        f"{self.stop_request.signal_name} received: saving at step {st.step} and stopping "
-                        f"(exit status 75); continue with --resume"
-                    )
-                    self.save()
-                    break
+            self.run_loop()
         finally:
-            self.stop_request.uninstall()
             self.metrics.close()
-        return {"step": st.step, "knn_top1": top1, "preempted": self.preempted}
+        return {
+            "step": self.state.step,
+            "knn_top1": self.knn_top1,
+            "preempted": self.stop_reason is not None,
+        }
 
 
 def drop_metrics_after(output_dir: str, step: int) -> None:

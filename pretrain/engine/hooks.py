@@ -1,0 +1,154 @@
+"""The periodic actions of pretraining, one hook each (see pretrain/engine/train_loop.py).
+
+The trainer (``pretrain.engine.trainer.Pretrainer``) registers them in this order, which is the
+order in which they act at each moment: metrics and progress, kNN, checkpoint, bad-image report,
+stop on signal. At an epoch's end the kNN evaluation therefore comes before the checkpoint, and the
+stop request is polled last, after the epoch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pretrain.data.datasets import bad_image_report
+from pretrain.engine.train_loop import HookBase
+from pretrain.utils.logger import progress_bar
+
+logger = logging.getLogger("pretrain")
+
+
+class MetricsAndProgress(HookBase):
+    """A record in metrics.jsonl (and TensorBoard) every LOG_PERIOD steps, at the epoch's last step and
+    at every skipped fp16 step, with the images/s since the previous record; a progress bar per epoch."""
+
+    def __init__(self, log_period: int, show_progress: bool):
+        self.log_period = log_period
+        self.show_progress = show_progress
+        self.bar = None
+
+    def before_epoch(self) -> None:
+        t = self.trainer
+        self.close()
+        self.bar = progress_bar(t.remaining_in_epoch, f"epoch {t.state.epoch}", self.show_progress)
+        self.tic, self.images = time.perf_counter(), 0
+
+    def after_step(self) -> None:
+        t, st = self.trainer, self.trainer.state
+        self.images += t.batch_images
+        self.bar.update(1)
+        if st.step % self.log_period == 0 or t.at_epoch_end or t.step_skipped:
+            elapsed = time.perf_counter() - self.tic
+            t.record.update(
+                step=st.step, epoch=st.epoch, images_per_s=self.images / max(elapsed, 1e-9)
+            )
+            t.metrics.write(t.record)
+            self.bar.set_postfix(
+                loss=f"{t.record['loss']:.4f}", img_s=f"{t.record['images_per_s']:.0f}"
+            )
+            self.tic, self.images = time.perf_counter(), 0
+        if t.at_epoch_end:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class KNNEvaluation(HookBase):
+    """kNN top-1 at the start (KNN.AT_START), every KNN.STEP_PERIOD steps, every KNN.PERIOD epochs
+    and at the end; the epoch-level value is the run's result (``trainer.knn_top1``)."""
+
+    def __init__(self, period_epochs: int, period_steps: int, at_start: bool):
+        self.period_epochs = period_epochs
+        self.period_steps = period_steps
+        self.at_start = at_start
+
+    def before_train(self) -> None:
+        st = self.trainer.state
+        if self.period_epochs > 0 and self.at_start and st.step == 0 and st.batch_in_epoch == 0:
+            self.trainer.evaluate_knn()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.at_epoch_end or t.step_skipped or not self.period_steps:
+            return
+        if t.state.step % self.period_steps == 0:
+            t.evaluate_knn()
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if self.period_epochs > 0 and (t.finished or t.state.epoch % self.period_epochs == 0):
+            t.knn_top1 = t.evaluate_knn()
+
+
+class PeriodicCheckpoint(HookBase):
+    """A checkpoint every CHECKPOINT.STEP_PERIOD steps, every CHECKPOINT.PERIOD epochs and at the end."""
+
+    def __init__(self, period_epochs: int, period_steps: int):
+        self.period_epochs = period_epochs
+        self.period_steps = period_steps
+
+    def _step_due(self) -> bool:
+        return bool(self.period_steps) and self.trainer.state.step % self.period_steps == 0
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if not t.at_epoch_end and not t.step_skipped and self._step_due():
+            t.save()
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if t.finished or t.state.epoch % self.period_epochs == 0 or self._step_due():
+            t.save()
+
+
+class BadImageReport(HookBase):
+    """After each epoch, a warning naming the unreadable images skipped so far (DATA.BAD_IMAGES skip)."""
+
+    def after_epoch(self) -> None:
+        report = bad_image_report(self.trainer.train_loader.dataset)
+        if report:
+            logger.warning(report)
+
+
+class StopOnSignal(HookBase):
+    """SIGTERM / SIGUSR1 (pretrain.utils.preemption) end training at the next step or epoch boundary;
+    the run then saves and reports itself preempted (exit status 75)."""
+
+    def __init__(self, stop_request, device):
+        self.stop_request = stop_request
+        self.device = device
+
+    def before_train(self) -> None:
+        self.stop_request.install()
+
+    def after_step(self) -> None:
+        if not self.trainer.at_epoch_end and self.stop_request.requested(self.device):
+            self.trainer.request_stop(self.stop_request.signal_name)
+
+    def after_epoch(self) -> None:
+        if not self.trainer.finished and self.stop_request.requested(self.device):
+            self.trainer.request_stop(self.stop_request.signal_name)
+
+    def after_train(self) -> None:
+        t = self.trainer
+        if t.stop_reason is not None:
+            logger.warning(
+                f"{t.stop_reason} received: saving at step {t.state.step} and stopping "
+                f"(exit status 75); continue with --resume"
+            )
+            t.save()
+
+    def close(self) -> None:
+        self.stop_request.uninstall()
+
+
+__all__ = [
+    "BadImageReport",
+    "KNNEvaluation",
+    "MetricsAndProgress",
+    "PeriodicCheckpoint",
+    "StopOnSignal",
+]
