@@ -60,8 +60,12 @@ from pretrain import (
     DESCRIPTION_KEY,
     CheckpointError,
     ConfigError,
+    EpochRecord,
     MetricsWriter,
+    PeriodicCheckpoint,
+    ProgressBar,
     ToRGB,
+    TrainerBase,
     build_eval_datasets,
     config_from_yaml_text,
     ensure_output_dir,
@@ -289,8 +293,11 @@ def load_lincls_checkpoint(path: str, map_location="cpu") -> dict:
 # =================================================================================================
 # The evaluator
 # =================================================================================================
-class LinearEvaluator:
+class LinearEvaluator(TrainerBase):
     """Loads a pretraining checkpoint, then trains and evaluates a linear classifier on its frozen encoder.
+
+    A step is one SGD step of the classifier, an epoch ends with the test evaluation; the progress
+    bar, the per-epoch record and the per-epoch checkpoint are hooks (pretrain.TrainerBase).
 
     With several processes (torchrun / SLURM), each extracts the features of its share of the images
     and all of them gather the whole set in data-set order; every global batch of LINCLS.BATCH_SIZE is
@@ -309,6 +316,7 @@ class LinearEvaluator:
         which: str = "online",
         resume: bool = False,
     ):
+        super().__init__()
         if which not in ("online", "target"):
             raise ValueError(f"which must be 'online' or 'target', got {which!r}")
         cfg_path = resolve_config_path(cfg_name_or_path, CONFIG_DIR) if cfg_name_or_path else None
@@ -379,6 +387,13 @@ class LinearEvaluator:
         # the module that trains: gradients averaged over processes (parameters already equal on all)
         self.train_head = DistributedDataParallel(self.head) if self.world > 1 else self.head
         self.metrics = MetricsWriter(self.output_dir, self.is_main, tag_prefix="lincls")
+        self.register_hooks(
+            [
+                ProgressBar(cfg.PROGRESS_BAR and self.is_main),
+                EpochRecord(),
+                PeriodicCheckpoint(1, 0),
+            ]
+        )
 
     # ----------------------------------------------------------------------------------- setup
     @property
@@ -542,58 +557,65 @@ class LinearEvaluator:
             for images, targets in loader
         )
 
-    def train_one_epoch(self) -> dict:
-        """One epoch of SGD on the classifier, then the test evaluation; returns the epoch's record."""
+    # ------------------------------------------------------------- the loop (TrainerBase)
+    @property
+    def iteration(self) -> int:
+        return self.epoch  # records and checkpoints are per epoch
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.cfg.LINCLS.EPOCHS
+
+    def epoch_batches(self):
+        """The epoch's (features, labels, global batch size) batches, seeded by (SEED, epoch)."""
         cfg = self.cfg
         epoch_seed = cfg.SEED * 100_003 + self.epoch
         seed_everything(
             epoch_seed
-        )  # main-process augmentation (DATA.NUM_WORKERS 0) depends only on (SEED, epoch)
-        lr = self.optimizer.param_groups[0]["lr"]
-        total, batches = self._epoch_batches(epoch_seed)
+        )  # main-process augmentation (DATA.NUM_WORKERS 0) depends only on it
+        self.epoch_lr = self.optimizer.param_groups[0]["lr"]
+        self.remaining_in_epoch, batches = self._epoch_batches(epoch_seed)
+        self.progress_label = f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}"
         self.encoder.train(
             self.bn_train
         )  # ENCODER_BN train: batch statistics, running statistics move
         self.head.train()
-        progress = progress_bar(
-            total,
-            f"lincls epoch {self.epoch + 1}/{cfg.LINCLS.EPOCHS}",
-            cfg.PROGRESS_BAR and self.is_main,
-        )
-        tic = time.perf_counter()
-        totals = torch.zeros(
+        self.epoch_tic, self.steps_in_epoch = time.perf_counter(), 0
+        self.totals = torch.zeros(
             3, dtype=torch.float64, device=self.device
-        )  # loss sum, correct, seen (this process)
-        for feats, labels, global_batch in batches:
-            feats, labels = (
-                feats.to(self.device, non_blocking=True),
-                labels.to(self.device, non_blocking=True),
-            )
-            logits = self.train_head(feats)
-            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-            # DDP averages gradients over processes: scaled so, the result is the mean over the global batch
-            loss = loss_sum * (self.world / global_batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            totals += torch.stack(
-                [
-                    loss_sum.detach().double(),
-                    (logits.argmax(dim=1) == labels).sum().double(),
-                    torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device),
-                ]
-            )
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item() / self.world:.4f}")
-        progress.close()
+        )  # loss sum, correct, seen
+        return batches
+
+    def run_step(self, batch) -> None:
+        """One SGD step of the classifier on one global batch (this process's part of it)."""
+        feats, labels, global_batch = batch
+        feats = feats.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        logits = self.train_head(feats)
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        # DDP averages gradients over processes: scaled so, the result is the mean over the global batch
+        loss = loss_sum * (self.world / global_batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        seen = torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device)
+        correct = (logits.argmax(dim=1) == labels).sum().double()
+        self.totals += torch.stack([loss_sum.detach().double(), correct, seen])
+        self.steps_in_epoch += 1
+        self.progress_postfix = {"loss": f"{loss.item() / self.world:.4f}"}
+        self.at_epoch_end = self.steps_in_epoch == self.remaining_in_epoch
+
+    def end_epoch(self) -> None:
+        """Close the epoch: lr schedule, BN statistics, the test evaluation and the epoch's record."""
+        cfg = self.cfg
         self.encoder.eval()
-        loss_total, correct, seen = comm.all_reduce_sum(totals).tolist()
+        loss_total, correct, seen = comm.all_reduce_sum(self.totals).tolist()
         self.scheduler.step()
         self.epoch += 1
         if self.bn_train:
             self._average_bn_statistics()
             self._test_features = (
-                None  # the running statistics moved: the test features must be extracted again
+                None  # the running statistics moved: extract the test features again
             )
         top1, top5 = self.evaluate()
         self._update_best(top1)
@@ -601,7 +623,7 @@ class LinearEvaluator:
         record = {
             "step": self.epoch,
             "epoch": self.epoch,
-            "lr": lr,
+            "lr": self.epoch_lr,
             "train_loss": loss_total / max(seen, 1),
             "train_top1": 100.0 * correct / max(seen, 1),
             "test_top1": top1,
@@ -609,15 +631,15 @@ class LinearEvaluator:
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
             "best_selected_on": BEST_SELECTION,
-            "epoch_time_s": time.perf_counter() - tic,
+            "epoch_time_s": time.perf_counter() - self.epoch_tic,
         }
-        self.metrics.write(record)
-        logger.info(
-            f"lincls epoch {self.epoch}/{cfg.LINCLS.EPOCHS}: lr {lr:.4g} loss {record['train_loss']:.4f} "
-            f"train top-1 {record['train_top1']:.2f} | test top-1 {top1:.2f} top-5 {top5:.2f} "
-            f"| {describe_best(self.best_top1, self.best_epoch)} [{record['epoch_time_s']:.1f} s]"
+        self.epoch_record = record
+        self.epoch_summary = (
+            f"lincls epoch {self.epoch}/{cfg.LINCLS.EPOCHS}: lr {self.epoch_lr:.4g} loss "
+            f"{record['train_loss']:.4f} train top-1 {record['train_top1']:.2f} | test top-1 {top1:.2f} "
+            f"top-5 {top5:.2f} | {describe_best(self.best_top1, self.best_epoch)} "
+            f"[{record['epoch_time_s']:.1f} s]"
         )
-        return record
 
     def _update_best(self, top1: float) -> None:
         """Best test top-1 so far and its epoch (the first epoch that reached it)."""
@@ -749,15 +771,15 @@ class LinearEvaluator:
     def run(self) -> dict:
         """Train until LINCLS.EPOCHS (checkpointing every epoch); returns the final accuracies."""
         tic = time.perf_counter()
-        while self.epoch < self.cfg.LINCLS.EPOCHS:
-            self.train_one_epoch()
-            self.save()
-        if (
-            not self.last
-        ):  # EPOCHS lowered below a resumed run's epoch count: evaluate what there is
-            top1, top5 = self.evaluate()
-            self.last = {"top1": top1, "top5": top5}
-        self.metrics.close()
+        try:
+            self.run_loop()
+            if (
+                not self.last
+            ):  # EPOCHS lowered below a resumed run's epoch count: evaluate what there is
+                top1, top5 = self.evaluate()
+                self.last = {"top1": top1, "top5": top5}
+        finally:
+            self.metrics.close()
         result = {
             "top1": self.last["top1"],
             "top5": self.last["top5"],

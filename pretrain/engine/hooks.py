@@ -1,9 +1,10 @@
-"""The periodic actions of pretraining, one hook each (see pretrain/engine/train_loop.py).
+"""The periodic actions of the training loops, one hook each (see pretrain/engine/train_loop.py).
 
-The trainer (``pretrain.engine.trainer.Pretrainer``) registers them in this order, which is the
-order in which they act at each moment: metrics and progress, kNN, checkpoint, bad-image report,
-stop on signal. At an epoch's end the kNN evaluation therefore comes before the checkpoint, and the
-stop request is polled last, after the epoch's checkpoint.
+Pretraining (``pretrain.engine.trainer.Pretrainer.build_hooks``) registers, in the order in which they
+act at each moment: metrics, progress, kNN, checkpoint, bad-image report, stop on signal. At an
+epoch's end the kNN evaluation therefore comes before the checkpoint, and the stop request is polled
+last, after the epoch's checkpoint. Linear evaluation (``transfer/lincls.py``) registers the progress
+bar, the epoch record and a checkpoint every epoch.
 """
 
 from __future__ import annotations
@@ -18,35 +19,25 @@ from pretrain.utils.logger import progress_bar
 logger = logging.getLogger("pretrain")
 
 
-class MetricsAndProgress(HookBase):
-    """A record in metrics.jsonl (and TensorBoard) every LOG_PERIOD steps, at the epoch's last step and
-    at every skipped fp16 step, with the images/s since the previous record; a progress bar per epoch."""
+class ProgressBar(HookBase):
+    """A progress bar per epoch (tqdm; nothing when disabled): ``trainer.remaining_in_epoch`` steps,
+    labelled ``trainer.progress_label``, showing ``trainer.progress_postfix`` when a hook or the step
+    sets it."""
 
-    def __init__(self, log_period: int, show_progress: bool):
-        self.log_period = log_period
-        self.show_progress = show_progress
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
         self.bar = None
 
     def before_epoch(self) -> None:
         t = self.trainer
         self.close()
-        self.bar = progress_bar(t.remaining_in_epoch, f"epoch {t.state.epoch}", self.show_progress)
-        self.tic, self.images = time.perf_counter(), 0
+        self.bar = progress_bar(t.remaining_in_epoch, t.progress_label, self.enabled)
 
     def after_step(self) -> None:
-        t, st = self.trainer, self.trainer.state
-        self.images += t.batch_images
+        t = self.trainer
         self.bar.update(1)
-        if st.step % self.log_period == 0 or t.at_epoch_end or t.step_skipped:
-            elapsed = time.perf_counter() - self.tic
-            t.record.update(
-                step=st.step, epoch=st.epoch, images_per_s=self.images / max(elapsed, 1e-9)
-            )
-            t.metrics.write(t.record)
-            self.bar.set_postfix(
-                loss=f"{t.record['loss']:.4f}", img_s=f"{t.record['images_per_s']:.0f}"
-            )
-            self.tic, self.images = time.perf_counter(), 0
+        if t.progress_postfix:
+            self.bar.set_postfix(**t.progress_postfix)
         if t.at_epoch_end:
             self.close()
 
@@ -54,6 +45,43 @@ class MetricsAndProgress(HookBase):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class PeriodicMetrics(HookBase):
+    """A record in metrics.jsonl (and TensorBoard) every LOG_PERIOD steps, at the epoch's last step and
+    at every skipped fp16 step, with the images/s since the previous record (registered before
+    :class:`ProgressBar`, which shows the record's loss and speed)."""
+
+    def __init__(self, log_period: int):
+        self.log_period = log_period
+
+    def before_epoch(self) -> None:
+        self.tic, self.images = time.perf_counter(), 0
+
+    def after_step(self) -> None:
+        t, st = self.trainer, self.trainer.state
+        self.images += t.batch_images
+        if st.step % self.log_period == 0 or t.at_epoch_end or t.step_skipped:
+            elapsed = time.perf_counter() - self.tic
+            t.record.update(
+                step=st.step, epoch=st.epoch, images_per_s=self.images / max(elapsed, 1e-9)
+            )
+            t.metrics.write(t.record)
+            t.progress_postfix = {
+                "loss": f"{t.record['loss']:.4f}",
+                "img_s": f"{t.record['images_per_s']:.0f}",
+            }
+            self.tic, self.images = time.perf_counter(), 0
+
+
+class EpochRecord(HookBase):
+    """After each epoch, ``trainer.epoch_record`` into metrics.jsonl and ``trainer.epoch_summary`` into
+    the log (linear evaluation's per-epoch results)."""
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        t.metrics.write(t.epoch_record)
+        logger.info(t.epoch_summary)
 
 
 class KNNEvaluation(HookBase):
@@ -84,14 +112,15 @@ class KNNEvaluation(HookBase):
 
 
 class PeriodicCheckpoint(HookBase):
-    """A checkpoint every CHECKPOINT.STEP_PERIOD steps, every CHECKPOINT.PERIOD epochs and at the end."""
+    """``trainer.save()`` every ``period_steps`` steps (0: never), every ``period_epochs`` epochs and at
+    the end (pretraining: CHECKPOINT.STEP_PERIOD / CHECKPOINT.PERIOD; linear evaluation: every epoch)."""
 
     def __init__(self, period_epochs: int, period_steps: int):
         self.period_epochs = period_epochs
         self.period_steps = period_steps
 
     def _step_due(self) -> bool:
-        return bool(self.period_steps) and self.trainer.state.step % self.period_steps == 0
+        return bool(self.period_steps) and self.trainer.iteration % self.period_steps == 0
 
     def after_step(self) -> None:
         t = self.trainer
@@ -100,7 +129,7 @@ class PeriodicCheckpoint(HookBase):
 
     def after_epoch(self) -> None:
         t = self.trainer
-        if t.finished or t.state.epoch % self.period_epochs == 0 or self._step_due():
+        if t.finished or t.epoch % self.period_epochs == 0 or self._step_due():
             t.save()
 
 
@@ -147,8 +176,10 @@ class StopOnSignal(HookBase):
 
 __all__ = [
     "BadImageReport",
+    "EpochRecord",
     "KNNEvaluation",
-    "MetricsAndProgress",
     "PeriodicCheckpoint",
+    "PeriodicMetrics",
+    "ProgressBar",
     "StopOnSignal",
 ]

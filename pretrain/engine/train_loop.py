@@ -3,12 +3,13 @@
 :class:`TrainerBase` runs epochs of steps and calls its hooks at fixed moments; it knows nothing of
 what they do. Periodic actions (metrics, progress output, kNN evaluation, checkpoints, stopping on a
 signal, the bad-image report) are :class:`HookBase` subclasses in ``pretrain/engine/hooks.py``. A
-trainer implements the four methods that say what a step and an epoch are.
+trainer implements the four methods that say what a step and an epoch are, and exposes ``epoch``
+and ``iteration`` (steps taken) for the hooks.
 
 The moments, in order::
 
     before_train
-    per epoch:  before_epoch, then per step: run_step, after_step;  then after_epoch
+    per epoch:  epoch_batches, before_epoch, then per step: run_step, after_step;  then after_epoch
     after_train                     (only when the loop ends normally, stopped by a hook included)
 
 A hook ends training by calling :meth:`TrainerBase.request_stop`: the current step finishes, the
@@ -52,13 +53,16 @@ class TrainerBase:
     def __init__(self):
         self.hooks: List[HookBase] = []
         self.stop_reason: Optional[str] = None  # set by a hook that ends training early
-        self.at_epoch_end = (
-            False  # whether the step just taken was the epoch's (or training's) last
-        )
+        # Whether the step just taken was the epoch's (or training's) last, and whether it made no
+        # update (fp16 overflow); what the progress bar shows beside its count (set by a step or hook).
+        self.at_epoch_end = False
+        self.step_skipped = False
+        self.progress_postfix: dict = {}
 
     # ------------------------------------------------------------------ what subclasses define
     def epoch_batches(self) -> Iterable:
-        """The batches of the current epoch from the current position."""
+        """The batches of the current epoch from the current position (called before before_epoch,
+        so that hooks can read what it prepared, e.g. the number of steps)."""
         raise NotImplementedError
 
     def run_step(self, batch) -> None:
@@ -89,9 +93,11 @@ class TrainerBase:
             getattr(hook, moment)()
 
     def train_one_epoch(self) -> None:
-        """From the current position to the end of the epoch, of training, or a stop request."""
+        """The steps from the current position to the end of the epoch, of training, or a stop request,
+        with the step-level hooks (this is what a benchmark of the loop times)."""
+        batches = self.epoch_batches()
         self._call("before_epoch")
-        for batch in self.epoch_batches():
+        for batch in batches:
             self.run_step(batch)
             self._call("after_step")
             if self.at_epoch_end or self.stop_reason is not None:
@@ -99,14 +105,18 @@ class TrainerBase:
         if self.stop_reason is None:
             self.end_epoch()
 
+    def run_epoch(self) -> None:
+        """:meth:`train_one_epoch`, then the epoch-level hooks when the epoch completed."""
+        self.train_one_epoch()
+        if self.stop_reason is None:
+            self._call("after_epoch")
+
     def run_loop(self) -> None:
         """Epochs until the end of training or a stop request, with every hook moment."""
         try:
             self._call("before_train")
             while not self.finished and self.stop_reason is None:
-                self.train_one_epoch()
-                if self.stop_reason is None:
-                    self._call("after_epoch")
+                self.run_epoch()
             self._call("after_train")
         finally:
             self._call("close")

@@ -65,8 +65,9 @@ from pretrain.engine.checkpoint import (
 from pretrain.engine.hooks import (
     BadImageReport,
     KNNEvaluation,
-    MetricsAndProgress,
     PeriodicCheckpoint,
+    PeriodicMetrics,
+    ProgressBar,
     StopOnSignal,
 )
 from pretrain.engine.knn import knn_top1
@@ -279,7 +280,6 @@ class Pretrainer(TrainerBase):
         self._knn_loaders = None
         self.stop_request = StopRequest()
         self.record: dict = {}  # the last step's logged scalars (hooks complete and write them)
-        self.step_skipped = False  # the last step's update was skipped by the fp16 grad scaler
         self.batch_images = 0  # images of the last step over all processes
         self.knn_top1: Optional[float] = None  # the last epoch-level kNN evaluation
         if checkpoint is not None:
@@ -529,6 +529,18 @@ class Pretrainer(TrainerBase):
         return self.state.step >= self.settings.total_steps
 
     @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def iteration(self) -> int:
+        return self.state.step
+
+    @property
+    def progress_label(self) -> str:
+        return f"epoch {self.state.epoch}"
+
+    @property
     def remaining_in_epoch(self) -> int:
         """Steps left in the current epoch (fewer when training ends inside it)."""
         st, s = self.state, self.settings
@@ -538,7 +550,8 @@ class Pretrainer(TrainerBase):
         """The periodic actions of a pretraining run, in the order they act (pretrain/engine/hooks.py)."""
         cfg = self.cfg
         return [
-            MetricsAndProgress(cfg.LOG_PERIOD, cfg.PROGRESS_BAR and self.is_main),
+            PeriodicMetrics(cfg.LOG_PERIOD),
+            ProgressBar(cfg.PROGRESS_BAR and self.is_main),
             KNNEvaluation(cfg.KNN.PERIOD, cfg.KNN.STEP_PERIOD, cfg.KNN.AT_START),
             PeriodicCheckpoint(cfg.CHECKPOINT.PERIOD, cfg.CHECKPOINT.STEP_PERIOD),
             BadImageReport(),

@@ -379,7 +379,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(checkpoint, digits_run, tmp
     for _ in range(
         13
     ):  # stop after epoch 13, past the first milestone: lr and momentum must carry over
-        first.train_one_epoch()
+        first.run_epoch()
         first.save()
     resumed = LinearEvaluator(checkpoint, "digits.yaml", opts, resume=True)
     assert resumed.epoch == 13 and resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
@@ -498,7 +498,7 @@ def test_resume_with_encoder_bn_train_is_exact(checkpoint, bn_train_run, tmp_pat
     for _ in range(
         2
     ):  # stop after epoch 2, at the milestone: lr, momentum and BN statistics must carry over
-        first.train_one_epoch()
+        first.run_epoch()
         first.save()
     with pytest.raises(
         CheckpointError, match="LINCLS.ENCODER_BN train, but this run sets LINCLS.ENCODER_BN eval"
@@ -586,7 +586,7 @@ def test_checkpoint_without_best_epoch_loads_with_it_unknown(checkpoint, tmp_pat
     opts = QUIET + ["OUTPUT_DIR", str(tmp_path / "old"), "LINCLS.EPOCHS", "2"]
     first = LinearEvaluator(checkpoint, "digits.yaml", opts)
     for _ in range(2):
-        first.train_one_epoch()
+        first.run_epoch()
     old = first.checkpoint_dict()
     del old["best_epoch"], old["encoder_bn"]
     save_atomic(old, first.checkpoint_file)
