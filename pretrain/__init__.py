@@ -102,6 +102,7 @@ _SOURCES: Dict[str, str] = {
     "UserError": "pretrain.utils.errors",
     "first_line": "pretrain.utils.errors",
     "ensure_output_dir": "pretrain.utils.paths",
+    "prepare_run_dir": "pretrain.utils.paths",
     "EXIT_PREEMPTED": "pretrain.utils.preemption",
     "MetricsWriter": "pretrain.utils.logger",
     "progress_bar": "pretrain.utils.logger",

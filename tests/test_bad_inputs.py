@@ -512,10 +512,10 @@ CASES = [
         "pretrain",
         (*PRETRAIN, "OUTPUT_DIR", "<tmp>/done"),
         (
-            "OUTPUT_DIR '<tmp>/done' already holds a run",
+            "OUTPUT_DIR '<tmp>/done' already holds a pretraining run",
             "checkpoint_0000001.pth",
             "Pass --resume",
-            "choose a new OUTPUT_DIR",
+            "choose another OUTPUT_DIR",
             "nothing was overwritten",
         ),
         prepare=finished_run,

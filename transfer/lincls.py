@@ -68,13 +68,13 @@ from pretrain import (
     TrainerBase,
     build_eval_datasets,
     config_from_yaml_text,
-    ensure_output_dir,
     eval_transform,
     first_line,
     load_checkpoint,
     load_encoder,
     make_loader,
     num_classes,
+    prepare_run_dir,
     process_share,
     progress_bar,
     read_checkpoint_file,
@@ -401,16 +401,21 @@ class LinearEvaluator(TrainerBase):
         return os.path.join(self.output_dir, LINCLS_CHECKPOINT)
 
     def _prepare_output_dir(self, resume: bool) -> Optional[str]:
-        existing = os.path.isfile(self.checkpoint_file)
-        if existing and not resume:
-            raise FileExistsError(
-                f"OUTPUT_DIR '{self.output_dir}' already holds a linear evaluation ({LINCLS_CHECKPOINT}). Pass "
-                f"--resume to continue it, or choose another OUTPUT_DIR; nothing was overwritten."
-            )
-        if self.is_main:
-            self._write_output_dir()
-        comm.barrier()
-        return self.checkpoint_file if existing else None
+        """Create OUTPUT_DIR with config.yaml and pretrain_config.yaml; refuse to overwrite an evaluation
+        unless resuming. Returns the checkpoint to resume from (None: a new evaluation)."""
+        existing = self.checkpoint_file if os.path.isfile(self.checkpoint_file) else None
+        header = (
+            f"# linear evaluation of {os.path.abspath(self.checkpoint_path)} ({self.which} encoder); "
+            f"data and backbone: pretrain_config.yaml\n"
+        )
+        files = {
+            "config.yaml": header + self.cfg.dump(),
+            "pretrain_config.yaml": self.pretrain_cfg.dump(),
+        }
+        prepare_run_dir(
+            self.output_dir, "a linear evaluation", existing, resume, files, self.is_main
+        )
+        return existing
 
     def _check_no_single_image_batch(self) -> None:
         """With BatchNorm in train mode, refuse an epoch whose last batch would give a process one image.
@@ -431,18 +436,6 @@ class LinearEvaluator(TrainerBase):
                 f"{self.world} process(es)), and BatchNorm in train mode cannot normalise one image. "
                 f"Set LINCLS.DROP_LAST True, or choose another LINCLS.BATCH_SIZE."
             )
-
-    def _write_output_dir(self) -> None:
-        ensure_output_dir(self.output_dir, "OUTPUT_DIR of the linear evaluation")
-        with open(os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8") as handle:
-            handle.write(
-                f"# linear evaluation of {os.path.abspath(self.checkpoint_path)} ({self.which} encoder); "
-                f"data and backbone: pretrain_config.yaml\n" + self.cfg.dump()
-            )
-        with open(
-            os.path.join(self.output_dir, "pretrain_config.yaml"), "w", encoding="utf-8"
-        ) as handle:
-            handle.write(self.pretrain_cfg.dump())
 
     # -------------------------------------------------------------------------------- features
     def _encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,7 @@ from pretrain.utils import distributed as comm
 from pretrain.utils.env import seed_everything, use_deterministic_kernels
 from pretrain.utils.errors import UserError
 from pretrain.utils.logger import MetricsWriter, setup_logging
-from pretrain.utils.paths import ensure_output_dir
+from pretrain.utils.paths import prepare_run_dir
 from pretrain.utils.preemption import StopRequest
 
 logger = logging.getLogger("pretrain")
@@ -293,20 +293,16 @@ class Pretrainer(TrainerBase):
     def _prepare_output_dir(self, resume: bool) -> None:
         """Create OUTPUT_DIR and write config.yaml; refuse to overwrite a run unless resuming."""
         existing = list_checkpoints(self.output_dir)
-        if existing and not resume:
-            raise FileExistsError(
-                f"OUTPUT_DIR '{self.output_dir}' already holds a run (latest checkpoint "
-                f"{os.path.basename(existing[-1])}). Pass --resume to continue it, or choose a new OUTPUT_DIR; "
-                f"nothing was overwritten."
-            )
+        prepare_run_dir(
+            self.output_dir,
+            "a pretraining run",
+            existing[-1] if existing else None,
+            resume,
+            {"config.yaml": self.cfg.dump()},
+            self.is_main,
+        )
         if self.is_main:
-            ensure_output_dir(self.output_dir, "OUTPUT_DIR of the pretraining run")
             remove_stale_temporaries(self.output_dir)
-            with open(
-                os.path.join(self.output_dir, "config.yaml"), "w", encoding="utf-8"
-            ) as handle:
-                handle.write(self.cfg.dump())
-        comm.barrier()
 
     def _find_resume_checkpoint(self):
         """(path, contents) of the newest readable checkpoint in OUTPUT_DIR, falling back past corrupt ones.
