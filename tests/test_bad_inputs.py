@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_CPU_RUN, overrides
 
 from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import load_config
@@ -38,34 +39,17 @@ from transfer.lincls import LINCLS_CHECKPOINT, run_linear_eval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny pretraining run (width 4, one step, no kNN): if a case were accepted by mistake it would take seconds.
-TINY = [
-    "MODEL.WIDTH",
-    "4",
-    "MODEL.HIDDEN_DIM",
-    "32",
-    "MODEL.OUT_DIM",
-    "16",
-    "MODEL.STEM",
-    "imagenet",
-    "SOLVER.BATCH_SIZE",
-    "64",
-    "SOLVER.EPOCHS",
-    "1",
-    "SOLVER.MAX_STEPS",
-    "1",
-    "SOLVER.WARMUP_EPOCHS",
-    "0",
-    "DATA.NUM_WORKERS",
-    "0",
-    "KNN.PERIOD",
-    "0",
-    "KNN.AT_START",
-    "False",
-    "PROGRESS_BAR",
-    "False",
-    "DEVICE",
-    "cpu",
-]
+TINY = overrides(
+    TINY_CPU_RUN,
+    {
+        "MODEL.STEM": "imagenet",
+        "SOLVER.EPOCHS": 1,
+        "SOLVER.MAX_STEPS": 1,
+        "KNN.PERIOD": 0,
+        "KNN.AT_START": False,
+        "PROGRESS_BAR": False,
+    },
+)
 QUIET = ["PROGRESS_BAR", "False", "DEVICE", "cpu", "DATA.NUM_WORKERS", "0"]
 SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 

@@ -6,42 +6,25 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import TINY_CPU_RUN, overrides
 
 from pretrain.config import ConfigError, load_config
 from pretrain.engine.trainer import Pretrainer
 from pretrain.utils import distributed as comm
 
 # Same global batch (64) and seed; SyncBN so batch statistics span the global batch in both cases.
-OPTS = [
-    "MODEL.WIDTH",
-    "4",
-    "MODEL.HIDDEN_DIM",
-    "32",
-    "MODEL.OUT_DIM",
-    "16",
-    "MODEL.SYNC_BN",
-    "True",
-    "SOLVER.BATCH_SIZE",
-    "64",
-    "SOLVER.MAX_STEPS",
-    "3",
-    "SOLVER.EPOCHS",
-    "1",
-    "SOLVER.WARMUP_EPOCHS",
-    "0",
-    "DATA.NUM_WORKERS",
-    "0",
-    "KNN.PERIOD",
-    "1",
-    "KNN.K",
-    "20",
-    "PROGRESS_BAR",
-    "False",
-    "LOG_PERIOD",
-    "1",
-    "DEVICE",
-    "cpu",
-]
+OPTS = overrides(
+    TINY_CPU_RUN,
+    {
+        "MODEL.SYNC_BN": True,
+        "SOLVER.MAX_STEPS": 3,
+        "SOLVER.EPOCHS": 1,
+        "KNN.PERIOD": 1,
+        "KNN.K": 20,
+        "PROGRESS_BAR": False,
+        "LOG_PERIOD": 1,
+    },
+)
 # Float tolerance: the two runs sum the same numbers in a different order (per-process sums, then an
 # all-reduce), so they agree to float32 rounding: the first losses differ by 5e-7. Training amplifies
 # such rounding differences about tenfold per step in this 4-channel network (measured after 3 steps:

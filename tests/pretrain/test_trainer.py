@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from helpers import TINY_CPU_RUN, overrides
 
 from pretrain.config import load_config
 from pretrain.engine.checkpoint import (
@@ -19,40 +20,20 @@ from pretrain.engine.knn import knn_from_checkpoint
 from pretrain.engine.trainer import Pretrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = [
-    "MODEL.WIDTH",
-    "4",
-    "MODEL.HIDDEN_DIM",
-    "32",
-    "MODEL.OUT_DIM",
-    "16",
-    "MODEL.STEM",
-    "imagenet",
-    "SOLVER.BATCH_SIZE",
-    "64",
-    "SOLVER.EPOCHS",
-    "2",
-    "SOLVER.MAX_STEPS",
-    "0",
-    "SOLVER.WARMUP_EPOCHS",
-    "0",
-    "DATA.NUM_WORKERS",
-    "0",
-    "KNN.PERIOD",
-    "1",
-    "KNN.K",
-    "20",
-    "CHECKPOINT.PERIOD",
-    "1",
-    "CHECKPOINT.KEEP_LAST",
-    "0",
-    "PROGRESS_BAR",
-    "False",
-    "LOG_PERIOD",
-    "5",
-    "DEVICE",
-    "cpu",
-]
+TINY = overrides(
+    TINY_CPU_RUN,
+    {
+        "MODEL.STEM": "imagenet",
+        "SOLVER.EPOCHS": 2,
+        "SOLVER.MAX_STEPS": 0,
+        "KNN.PERIOD": 1,
+        "KNN.K": 20,
+        "CHECKPOINT.PERIOD": 1,
+        "CHECKPOINT.KEEP_LAST": 0,
+        "PROGRESS_BAR": False,
+        "LOG_PERIOD": 5,
+    },
+)
 
 
 def tiny_config(output_dir, *opts):

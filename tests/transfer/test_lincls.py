@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from helpers import TINY_CPU_RUN, overrides
 from PIL import Image
 
 from pretrain.cli import EXIT_USER_ERROR, run_main
@@ -33,30 +34,10 @@ from transfer.lincls import (
 from transfer.lincls_config import CONFIG_DIR, load_lincls_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY_PRETRAIN = [
-    "MODEL.WIDTH",
-    "4",
-    "MODEL.HIDDEN_DIM",
-    "32",
-    "MODEL.OUT_DIM",
-    "16",
-    "SOLVER.BATCH_SIZE",
-    "64",
-    "SOLVER.EPOCHS",
-    "1",
-    "SOLVER.MAX_STEPS",
-    "2",
-    "SOLVER.WARMUP_EPOCHS",
-    "0",
-    "DATA.NUM_WORKERS",
-    "0",
-    "KNN.PERIOD",
-    "0",
-    "PROGRESS_BAR",
-    "False",
-    "DEVICE",
-    "cpu",
-]
+TINY_PRETRAIN = overrides(
+    TINY_CPU_RUN,
+    {"SOLVER.EPOCHS": 1, "SOLVER.MAX_STEPS": 2, "KNN.PERIOD": 0, "PROGRESS_BAR": False},
+)
 QUIET = ["PROGRESS_BAR", "False", "DEVICE", "cpu", "DATA.NUM_WORKERS", "0"]
 # The official protocol (encoder BN in train mode, Nesterov, drop_last) shortened to 3 epochs with a milestone at 2:
 # batch 512 over 1347 images = 2 training batches per epoch (the last 323 images dropped), 450 test images = 2 batches.

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from helpers import TINY_CPU_RUN, overrides
 
 from pretrain.cli import EXIT_USER_ERROR, run_main
 from pretrain.config import ConfigError, load_config
@@ -20,30 +21,10 @@ from transfer.reproduce import RowError, build_plan, collect, format_markdown, m
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "reproduce.py")
 # A few steps of a width-4 ResNet-18 on digits, a checkpoint every step (so a killed run has one to resume).
-TINY = [
-    "MODEL.WIDTH",
-    "4",
-    "MODEL.HIDDEN_DIM",
-    "32",
-    "MODEL.OUT_DIM",
-    "16",
-    "SOLVER.BATCH_SIZE",
-    "64",
-    "SOLVER.MAX_STEPS",
-    "6",
-    "SOLVER.WARMUP_EPOCHS",
-    "0",
-    "DATA.NUM_WORKERS",
-    "0",
-    "KNN.PERIOD",
-    "1",
-    "KNN.STEP_PERIOD",
-    "0",
-    "CHECKPOINT.STEP_PERIOD",
-    "1",
-    "DEVICE",
-    "cpu",
-]
+TINY = overrides(
+    TINY_CPU_RUN,
+    {"SOLVER.MAX_STEPS": 6, "KNN.PERIOD": 1, "KNN.STEP_PERIOD": 0, "CHECKPOINT.STEP_PERIOD": 1},
+)
 ROWS, SEEDS = ("byol_aa", "msr_decay"), (0, 1)
 
 
