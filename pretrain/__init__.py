@@ -87,6 +87,7 @@ _SOURCES: Dict[str, str] = {
     "DESCRIPTION_KEY": "pretrain.engine.checkpoint",
     # evaluation
     "knn_top1": "pretrain.engine.knn",
+    "knn_of_config": "pretrain.engine.knn",
     "knn_from_checkpoint": "pretrain.engine.knn",
     "load_encoder": "pretrain.engine.knn",
     # presentation

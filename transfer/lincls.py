@@ -412,9 +412,7 @@ class LinearEvaluator(TrainerBase):
             "config.yaml": header + self.cfg.dump(),
             "pretrain_config.yaml": self.pretrain_cfg.dump(),
         }
-        prepare_run_dir(
-            self.output_dir, "a linear evaluation", existing, resume, files, self.is_main
-        )
+        prepare_run_dir(self.output_dir, "linear evaluation", existing, resume, files, self.is_main)
         return existing
 
     def _check_no_single_image_batch(self) -> None:

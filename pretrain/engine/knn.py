@@ -89,6 +89,17 @@ def knn_top1(
     return 100.0 * (predicted == query_labels).double().mean().item()
 
 
+def knn_of_config(encoder: nn.Module, cfg, device: torch.device, loaders=None) -> float:
+    """kNN top-1 of ``encoder`` on the labelled splits of cfg's data set, with cfg.KNN's k and T.
+
+    ``loaders``: the (memory, query) loaders of :func:`build_eval_loaders`, when already built.
+    """
+    memory, query = loaders if loaders is not None else build_eval_loaders(cfg, device)
+    return knn_top1(
+        encoder, memory, query, num_classes(cfg), device, cfg.KNN.K, cfg.KNN.TEMPERATURE
+    )
+
+
 def load_encoder(checkpoint: dict, cfg, which: str = "online") -> ResNet:
     """The online (default) or EMA target encoder of a pretraining checkpoint."""
     state = checkpoint["model"] if which == "online" else checkpoint.get("target")
@@ -119,13 +130,4 @@ def knn_from_checkpoint(
     )
     device = comm.resolve_device(cfg.DEVICE)  # with several processes: this process's GPU
     encoder = load_encoder(checkpoint, cfg, which).to(device)
-    memory_loader, query_loader = build_eval_loaders(cfg, device)
-    return knn_top1(
-        encoder,
-        memory_loader,
-        query_loader,
-        num_classes(cfg),
-        device,
-        cfg.KNN.K,
-        cfg.KNN.TEMPERATURE,
-    )
+    return knn_of_config(encoder, cfg, device)

@@ -43,7 +43,6 @@ from pretrain.data.augment import build_pretrain_transform
 from pretrain.data.datasets import (
     DatasetError,
     build_pretrain_dataset,
-    num_classes,
 )
 from pretrain.data.device_augment import DeviceAggressiveAugment
 from pretrain.data.loaders import build_eval_loaders, make_loader
@@ -70,7 +69,7 @@ from pretrain.engine.hooks import (
     ProgressBar,
     StopOnSignal,
 )
-from pretrain.engine.knn import knn_top1
+from pretrain.engine.knn import knn_of_config
 from pretrain.engine.optim import build_optimizer, set_lr
 from pretrain.engine.schedules import beta_at, lr_at, tau_at
 from pretrain.engine.train_loop import TrainerBase
@@ -295,7 +294,7 @@ class Pretrainer(TrainerBase):
         existing = list_checkpoints(self.output_dir)
         prepare_run_dir(
             self.output_dir,
-            "a pretraining run",
+            "pretraining run",
             existing[-1] if existing else None,
             resume,
             {"config.yaml": self.cfg.dump()},
@@ -480,13 +479,8 @@ class Pretrainer(TrainerBase):
         cfg = self.cfg
         if self._knn_loaders is None:
             self._knn_loaders = build_eval_loaders(cfg, self.device)
-        top1 = knn_top1(
-            _unwrap(self.state.online).encoder,
-            *self._knn_loaders,
-            num_classes(cfg),
-            self.device,
-            cfg.KNN.K,
-            cfg.KNN.TEMPERATURE,
+        top1 = knn_of_config(
+            _unwrap(self.state.online).encoder, cfg, self.device, self._knn_loaders
         )
         self.metrics.write({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1})
         logger.info(f"kNN top-1 at step {self.state.step}: {top1:.2f}")

@@ -68,17 +68,18 @@ def prepare_run_dir(
 ) -> None:
     """The output folder of a run, the same for every trainer (pretraining, linear evaluation).
 
-    ``existing`` is the run's checkpoint already in the folder (None: none): without ``resume`` it is
-    never overwritten. The main process creates the folder, checks that it can be written and writes
-    ``files`` ({file name: text}, e.g. config.yaml); then every process waits for it.
+    ``what`` names the run ("pretraining run"). ``existing`` is the run's checkpoint already in the
+    folder (None: none): without ``resume`` it is never overwritten. The main process creates the
+    folder, checks that it can be written and writes ``files`` ({file name: text}, e.g. config.yaml);
+    then every process waits for it.
     """
     if existing and not resume:
         raise FileExistsError(
-            f"OUTPUT_DIR '{output_dir}' already holds {what} ({os.path.basename(existing)}). Pass --resume "
+            f"OUTPUT_DIR '{output_dir}' already holds a {what} ({os.path.basename(existing)}). Pass --resume "
             f"to continue it, or choose another OUTPUT_DIR; nothing was overwritten."
         )
     if is_main:
-        ensure_output_dir(output_dir, f"OUTPUT_DIR of the {what.split(' ', 1)[1]}")
+        ensure_output_dir(output_dir, f"OUTPUT_DIR of the {what}")
         for name, text in files.items():
             with open(os.path.join(output_dir, name), "w", encoding="utf-8") as handle:
                 handle.write(text)

@@ -67,7 +67,7 @@ def raw_pixel_reference(plan: Plan) -> dict:
     """kNN (config's k, T, cosine) and logistic regression on the flattened normalised eval-transform images."""
     from torch import nn
 
-    from pretrain import build_eval_loaders, knn_top1, num_classes
+    from pretrain import build_eval_loaders, knn_of_config
     from pretrain import distributed as comm
 
     cfg = plan.base_config()
@@ -83,15 +83,7 @@ def raw_pixel_reference(plan: Plan) -> dict:
     tic = time.perf_counter()
     device = comm.resolve_device(cfg.DEVICE)
     memory_loader, query_loader = build_eval_loaders(cfg, device)
-    knn = knn_top1(
-        nn.Flatten(),
-        memory_loader,
-        query_loader,
-        num_classes(cfg),
-        device,
-        cfg.KNN.K,
-        cfg.KNN.TEMPERATURE,
-    )
+    knn = knn_of_config(nn.Flatten(), cfg, device, (memory_loader, query_loader))
     linear = raw_pixel_linear(memory_loader, query_loader)
     return {
         **base,
