@@ -70,7 +70,9 @@ _SOURCES: Dict[str, str] = {
     "lr_at": "pretrain.engine.schedules",
     # checkpoints
     "load_checkpoint": "pretrain.engine.checkpoint",
-    "latest_checkpoint": "pretrain.engine.checkpoint",
+    "latest_checkpoint": "pretrain.engine.checkpointer",
+    "list_checkpoints": "pretrain.engine.checkpointer",
+    "Checkpointer": "pretrain.engine.checkpointer",
     "read_checkpoint_file": "pretrain.engine.checkpoint",
     "save_atomic": "pretrain.engine.checkpoint",
     "save_atomic_bytes": "pretrain.engine.checkpoint",

@@ -58,6 +58,7 @@ from torchvision import transforms as T
 from pretrain import (
     DERIVED_FROM_KEY,
     DESCRIPTION_KEY,
+    Checkpointer,
     CheckpointError,
     ConfigError,
     EpochRecord,
@@ -81,7 +82,6 @@ from pretrain import (
     resolve_config_path,
     restore_rng_states,
     rng_states,
-    save_atomic,
     seed_everything,
     setup_logging,
     to_normalized_tensor,
@@ -337,7 +337,15 @@ class LinearEvaluator(TrainerBase):
         self.pretrain_cfg = pcfg = pretrain_config_of(checkpoint, cfg)
         self.output_dir = cfg.OUTPUT_DIR or default_output_dir(checkpoint_path, cfg_path, which)
         self.device = comm.resolve_device(cfg.DEVICE)
-        resume_path = self._prepare_output_dir(resume)
+        self.checkpointer = Checkpointer(
+            self.output_dir,
+            lambda epoch: LINCLS_CHECKPOINT,  # one file, rewritten every epoch
+            re.compile(re.escape(LINCLS_CHECKPOINT) + "$"),
+            load_lincls_checkpoint,
+            is_main=self.is_main,
+            log_saves=False,
+        )
+        self._prepare_output_dir(resume)
         setup_logging(self.output_dir, self.is_main)
         seed_everything(cfg.SEED)
 
@@ -380,8 +388,9 @@ class LinearEvaluator(TrainerBase):
             f"test {'resize + ' if cfg.LINCLS.TEST_RESIZE else ''}centre crop, "
             f"device {self.device}; output in {self.output_dir}"
         )
-        if resume_path:
-            self.load(resume_path)
+        resume_path, saved = self.checkpointer.load_newest(self.device) if resume else (None, None)
+        if saved is not None:
+            self.load(resume_path, saved)
         elif cfg.LINCLS.FEATURE_NORM == "l2_standardize":
             self.head.set_statistics(self.train_features()[0])
         # the module that trains: gradients averaged over processes (parameters already equal on all)
@@ -400,10 +409,9 @@ class LinearEvaluator(TrainerBase):
     def checkpoint_file(self) -> str:
         return os.path.join(self.output_dir, LINCLS_CHECKPOINT)
 
-    def _prepare_output_dir(self, resume: bool) -> Optional[str]:
+    def _prepare_output_dir(self, resume: bool) -> None:
         """Create OUTPUT_DIR with config.yaml and pretrain_config.yaml; refuse to overwrite an evaluation
-        unless resuming. Returns the checkpoint to resume from (None: a new evaluation)."""
-        existing = self.checkpoint_file if os.path.isfile(self.checkpoint_file) else None
+        unless resuming."""
         header = (
             f"# linear evaluation of {os.path.abspath(self.checkpoint_path)} ({self.which} encoder); "
             f"data and backbone: pretrain_config.yaml\n"
@@ -412,8 +420,15 @@ class LinearEvaluator(TrainerBase):
             "config.yaml": header + self.cfg.dump(),
             "pretrain_config.yaml": self.pretrain_cfg.dump(),
         }
-        prepare_run_dir(self.output_dir, "linear evaluation", existing, resume, files, self.is_main)
-        return existing
+        prepare_run_dir(
+            self.output_dir,
+            "linear evaluation",
+            self.checkpointer.newest(),
+            resume,
+            files,
+            self.is_main,
+        )
+        self.checkpointer.remove_temporaries()
 
     def _check_no_single_image_batch(self) -> None:
         """With BatchNorm in train mode, refuse an epoch whose last batch would give a process one image.
@@ -693,12 +708,10 @@ class LinearEvaluator(TrainerBase):
         return state
 
     def save(self) -> str:
-        if self.is_main:
-            save_atomic(self.checkpoint_dict(), self.checkpoint_file)
-        return self.checkpoint_file
+        return self.checkpointer.save(self.checkpoint_dict(), self.epoch)
 
-    def load(self, path: str) -> None:
-        state = load_lincls_checkpoint(path, map_location=self.device)
+    def load(self, path: str, state: dict) -> None:
+        """Continue the evaluation saved in ``path`` (``state``: its contents)."""
         if state["which"] != self.which:
             raise CheckpointError(
                 f"'{path}' evaluates the {state['which']} encoder, not the {self.which} one; "

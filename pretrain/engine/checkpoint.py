@@ -19,7 +19,7 @@ import random
 import re
 import warnings
 import zipfile
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +33,6 @@ CHECKPOINT_KIND = "msr_pretrain"
 DERIVED_FROM_KEY = "pretrain_checkpoint"
 DESCRIPTION_KEY = "description"  # e.g. "a linear-evaluation checkpoint written by tools/lincls.py"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^checkpoint_(\d{7})\.pth$")
 UNSAFE = "needs unsafe unpickling"  # the phrase every refusal of a code-running file uses
 # What to do instead, for tools that read pretraining checkpoints (knn, lincls, pretrain --resume): for a file
 # refused because it needs unsafe unpickling, and for a corrupt file or one of another kind.
@@ -49,10 +48,6 @@ CORRUPT_CHECKPOINT_FIX = (
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message says why and what to do."""
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint_{step:07d}.pth"
 
 
 DIGEST_SUFFIX = ".sha256"
@@ -135,37 +130,6 @@ def verify_digest(path: str) -> None:
             f"it ({os.path.basename(companion)}); the file changed on disk after it was saved. "
             f"Use an earlier checkpoint."
         )
-
-
-def remove_stale_temporaries(folder: str) -> None:
-    """Delete half-written temporary files left by a process killed while saving."""
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name.startswith(".checkpoint_") and TMP_MARK in name:
-                os.remove(os.path.join(folder, name))
-
-
-def list_checkpoints(output_dir: str) -> List[str]:
-    """Checkpoint paths in ``output_dir``, oldest first (ordered by step)."""
-    if not os.path.isdir(output_dir):
-        return []
-    names = sorted(n for n in os.listdir(output_dir) if _NAME.match(n))
-    return [os.path.join(output_dir, n) for n in names]
-
-
-def latest_checkpoint(output_dir: str) -> Optional[str]:
-    paths = list_checkpoints(output_dir)
-    return paths[-1] if paths else None
-
-
-def prune_checkpoints(output_dir: str, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints (0 keeps everything)."""
-    if keep_last <= 0:
-        return
-    for path in list_checkpoints(output_dir)[:-keep_last]:
-        os.remove(path)
-        if os.path.exists(path + DIGEST_SUFFIX):
-            os.remove(path + DIGEST_SUFFIX)
 
 
 def rng_states() -> dict:

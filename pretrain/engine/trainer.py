@@ -50,17 +50,12 @@ from pretrain.data.sampling import SeededDistributedSampler, SeededTransformData
 from pretrain.engine.checkpoint import (
     CHECKPOINT_KIND,
     FORMAT_VERSION,
-    CheckpointError,
-    checkpoint_name,
-    list_checkpoints,
     load_checkpoint,
-    prune_checkpoints,
-    remove_stale_temporaries,
     restore_rng_states,
     rng_states,
-    save_atomic,
     save_atomic_bytes,
 )
+from pretrain.engine.checkpointer import pretrain_checkpointer
 from pretrain.engine.hooks import (
     BadImageReport,
     KNNEvaluation,
@@ -255,9 +250,14 @@ class Pretrainer(TrainerBase):
         self.device = comm.resolve_device(cfg.DEVICE)
         self.is_main = comm.is_main_process()
         self.output_dir = cfg.OUTPUT_DIR
+        self.checkpointer = pretrain_checkpointer(
+            self.output_dir, cfg.CHECKPOINT.KEEP_LAST, self.is_main
+        )
         self._prepare_output_dir(resume)
         setup_logging(self.output_dir, self.is_main)
-        resume_path, checkpoint = self._find_resume_checkpoint() if resume else (None, None)
+        resume_path, checkpoint = (
+            self.checkpointer.load_newest(self.device) if resume else (None, None)
+        )
         if self.device.type == "cpu":
             _share_cpu_with_loader(cfg.DATA.NUM_WORKERS)
         if cfg.DETERMINISTIC:
@@ -291,38 +291,15 @@ class Pretrainer(TrainerBase):
     # ----------------------------------------------------------------------------------- setup
     def _prepare_output_dir(self, resume: bool) -> None:
         """Create OUTPUT_DIR and write config.yaml; refuse to overwrite a run unless resuming."""
-        existing = list_checkpoints(self.output_dir)
         prepare_run_dir(
             self.output_dir,
             "pretraining run",
-            existing[-1] if existing else None,
+            self.checkpointer.newest(),
             resume,
             {"config.yaml": self.cfg.dump()},
             self.is_main,
         )
-        if self.is_main:
-            remove_stale_temporaries(self.output_dir)
-
-    def _find_resume_checkpoint(self):
-        """(path, contents) of the newest readable checkpoint in OUTPUT_DIR, falling back past corrupt ones.
-
-        (None, None) when there is none yet, so a requeued job can always pass --resume.
-        """
-        candidates = list_checkpoints(self.output_dir)
-        newest_error = None
-        for path in reversed(candidates):
-            try:
-                return path, load_checkpoint(path, map_location=self.device)
-            except CheckpointError as err:
-                newest_error = newest_error or err
-                logger.warning(f"{err} Trying the previous checkpoint.")
-        if candidates:
-            raise CheckpointError(
-                f"None of the {len(candidates)} checkpoint(s) in '{self.output_dir}' can be read; "
-                f"the newest: {newest_error} Start a new run in another OUTPUT_DIR."
-            )
-        logger.info(f"--resume: no checkpoint in {self.output_dir} yet, starting a new run")
-        return None, None
+        self.checkpointer.remove_temporaries()
 
     def _build_train_loader(self) -> DataLoader:
         cfg = self.cfg
@@ -436,14 +413,8 @@ class Pretrainer(TrainerBase):
             "rng": rng_states(),
         }
 
-    def save(self) -> Optional[str]:
-        if not self.is_main:
-            return None
-        path = os.path.join(self.output_dir, checkpoint_name(self.state.step))
-        save_atomic(self.checkpoint_dict(), path)
-        prune_checkpoints(self.output_dir, self.cfg.CHECKPOINT.KEEP_LAST)
-        logger.info(f"Saved checkpoint {path}")
-        return path
+    def save(self) -> str:
+        return self.checkpointer.save(self.checkpoint_dict(), self.state.step)
 
     def load(self, path: str, ckpt: Optional[dict] = None) -> None:
         """Continue the run saved in ``path`` (``ckpt``: its contents when already read)."""

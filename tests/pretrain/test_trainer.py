@@ -10,12 +10,8 @@ import torch
 from helpers import TINY_CPU_RUN, overrides
 
 from pretrain.config import load_config
-from pretrain.engine.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-)
+from pretrain.engine.checkpoint import CheckpointError, load_checkpoint
+from pretrain.engine.checkpointer import latest_checkpoint, list_checkpoints
 from pretrain.engine.knn import knn_from_checkpoint
 from pretrain.engine.trainer import Pretrainer
 

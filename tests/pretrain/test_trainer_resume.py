@@ -16,12 +16,8 @@ import pytest
 import torch
 
 from pretrain.config import load_config
-from pretrain.engine.checkpoint import (
-    CheckpointError,
-    list_checkpoints,
-    load_checkpoint,
-    verify_digest,
-)
+from pretrain.engine.checkpoint import CheckpointError, load_checkpoint, verify_digest
+from pretrain.engine.checkpointer import list_checkpoints
 from pretrain.engine.schedules import beta_at, lr_at
 from pretrain.engine.trainer import Pretrainer, train_step
 from pretrain.utils.preemption import EXIT_PREEMPTED
