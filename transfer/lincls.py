@@ -293,6 +293,18 @@ def load_lincls_checkpoint(path: str, map_location="cpu") -> dict:
 # =================================================================================================
 # The evaluator
 # =================================================================================================
+def lincls_checkpointer(output_dir: str, is_main: bool = True) -> Checkpointer:
+    """The checkpoint of an evaluation folder: one LINCLS_CHECKPOINT, rewritten every epoch."""
+    return Checkpointer(
+        output_dir,
+        lambda epoch: LINCLS_CHECKPOINT,
+        re.compile(re.escape(LINCLS_CHECKPOINT) + "$"),
+        load_lincls_checkpoint,
+        is_main=is_main,
+        log_saves=False,
+    )
+
+
 class LinearEvaluator(TrainerBase):
     """Loads a pretraining checkpoint, then trains and evaluates a linear classifier on its frozen encoder.
 
@@ -323,71 +335,26 @@ class LinearEvaluator(TrainerBase):
         self.cfg = cfg = load_lincls_config(cfg_path, opts)
         self.checkpoint_path = checkpoint_path
         self.which = which
-        self.is_main, self.world, self.rank = (
-            comm.is_main_process(),
-            comm.get_world_size(),
-            comm.get_rank(),
-        )
-        if cfg.LINCLS.BATCH_SIZE % self.world:
-            raise ConfigError(
-                f"LINCLS.BATCH_SIZE {cfg.LINCLS.BATCH_SIZE} (global) is not divisible by the "
-                f"{self.world} processes; choose a multiple of {self.world}."
-            )
+        self._join_processes()
         checkpoint = load_checkpoint(checkpoint_path)
-        self.pretrain_cfg = pcfg = pretrain_config_of(checkpoint, cfg)
+        self.pretrain_cfg = pretrain_config_of(checkpoint, cfg)
         self.output_dir = cfg.OUTPUT_DIR or default_output_dir(checkpoint_path, cfg_path, which)
         self.device = comm.resolve_device(cfg.DEVICE)
-        self.checkpointer = Checkpointer(
-            self.output_dir,
-            lambda epoch: LINCLS_CHECKPOINT,  # one file, rewritten every epoch
-            re.compile(re.escape(LINCLS_CHECKPOINT) + "$"),
-            load_lincls_checkpoint,
-            is_main=self.is_main,
-            log_saves=False,
-        )
+        self.checkpointer = lincls_checkpointer(self.output_dir, self.is_main)
         self._prepare_output_dir(resume)
         setup_logging(self.output_dir, self.is_main)
         seed_everything(cfg.SEED)
-
-        self.encoder = load_encoder(checkpoint, pcfg, which)
+        self._build_model(checkpoint)
         del checkpoint
-        self.channels_last = bool(pcfg.MODEL.CHANNELS_LAST)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.encoder = (
-            self.encoder.to(self.device, memory_format=memory_format).eval().requires_grad_(False)
-        )
-        self.bn_train = cfg.LINCLS.ENCODER_BN == "train"
-        self.amp_dtype = _AMP_DTYPES[cfg.LINCLS.AMP]
-        self.num_classes = num_classes(pcfg)
-        self.head = LinearClassifier(
-            self.encoder.out_dim, self.num_classes, cfg.LINCLS.FEATURE_NORM
-        ).to(self.device)
-        self.optimizer, self.scheduler = build_optimizer(self.head, cfg)
-        self.train_images, self.test_images = build_eval_datasets(
-            pcfg, None
-        )  # PIL images; transforms added below
+        self.train_images, self.test_images = build_eval_datasets(self.pretrain_cfg, None)  # PIL
         self._check_no_single_image_batch()
         self.epoch = 0
         self.best_top1 = 0.0
-        self.best_epoch: Optional[int] = (
-            0  # 0: no epoch yet; None: unknown (resumed from an earlier version)
-        )
+        self.best_epoch: Optional[int] = 0  # 0: no epoch yet; None: unknown (an earlier version's)
         self.last = {}
         self._train_features = None
         self._test_features = None
-        logger.info(
-            f"Linear evaluation of {checkpoint_path} ({which} encoder, {pcfg.MODEL.BACKBONE} width "
-            f"{pcfg.MODEL.WIDTH}, {self.encoder.out_dim}-d features) on {pcfg.DATA.NAME}: "
-            f"{len(self.train_images)} train / {len(self.test_images)} test images, "
-            f"{self.num_classes} classes, "
-            f"{cfg.LINCLS.EPOCHS} epochs, lr {cfg.LINCLS.LR:g}, milestones {list(cfg.LINCLS.MILESTONES)}, "
-            f"wd {cfg.LINCLS.WEIGHT_DECAY:g}{', Nesterov' if cfg.LINCLS.NESTEROV else ''}, "
-            f"features {cfg.LINCLS.FEATURE_NORM}, "
-            f"{'cached features (no training augmentation)' if cfg.LINCLS.CACHED_FEATURES else 'augmented'}, "
-            f"encoder BatchNorm in {cfg.LINCLS.ENCODER_BN} mode while training, "
-            f"test {'resize + ' if cfg.LINCLS.TEST_RESIZE else ''}centre crop, "
-            f"device {self.device}; output in {self.output_dir}"
-        )
+        logger.info(self._describe())
         resume_path, saved = self.checkpointer.load_newest(self.device) if resume else (None, None)
         if saved is not None:
             self.load(resume_path, saved)
@@ -402,6 +369,53 @@ class LinearEvaluator(TrainerBase):
                 EpochRecord(),
                 PeriodicCheckpoint(1, 0),
             ]
+        )
+
+    # ----------------------------------------------------------------------------------- setup
+    def _join_processes(self) -> None:
+        """This process's place among the processes, which must split LINCLS.BATCH_SIZE evenly."""
+        self.is_main, self.world, self.rank = (
+            comm.is_main_process(),
+            comm.get_world_size(),
+            comm.get_rank(),
+        )
+        if self.cfg.LINCLS.BATCH_SIZE % self.world:
+            raise ConfigError(
+                f"LINCLS.BATCH_SIZE {self.cfg.LINCLS.BATCH_SIZE} (global) is not divisible by the "
+                f"{self.world} processes; choose a multiple of {self.world}."
+            )
+
+    def _build_model(self, checkpoint: dict) -> None:
+        """The frozen encoder of ``checkpoint`` on the device, the linear head and its optimizer."""
+        cfg, pcfg = self.cfg, self.pretrain_cfg
+        self.channels_last = bool(pcfg.MODEL.CHANNELS_LAST)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        encoder = load_encoder(checkpoint, pcfg, self.which)
+        self.encoder = encoder.to(self.device, memory_format=memory_format).eval()
+        self.encoder.requires_grad_(False)
+        self.bn_train = cfg.LINCLS.ENCODER_BN == "train"
+        self.amp_dtype = _AMP_DTYPES[cfg.LINCLS.AMP]
+        self.num_classes = num_classes(pcfg)
+        self.head = LinearClassifier(
+            self.encoder.out_dim, self.num_classes, cfg.LINCLS.FEATURE_NORM
+        ).to(self.device)
+        self.optimizer, self.scheduler = build_optimizer(self.head, cfg)
+
+    def _describe(self) -> str:
+        """One line on what this evaluation does, for the log."""
+        pcfg, lc = self.pretrain_cfg, self.cfg.LINCLS
+        return (
+            f"Linear evaluation of {self.checkpoint_path} ({self.which} encoder, {pcfg.MODEL.BACKBONE} "
+            f"width {pcfg.MODEL.WIDTH}, {self.encoder.out_dim}-d features) on {pcfg.DATA.NAME}: "
+            f"{len(self.train_images)} train / {len(self.test_images)} test images, "
+            f"{self.num_classes} classes, "
+            f"{lc.EPOCHS} epochs, lr {lc.LR:g}, milestones {list(lc.MILESTONES)}, "
+            f"wd {lc.WEIGHT_DECAY:g}{', Nesterov' if lc.NESTEROV else ''}, "
+            f"features {lc.FEATURE_NORM}, "
+            f"{'cached features (no training augmentation)' if lc.CACHED_FEATURES else 'augmented'}, "
+            f"encoder BatchNorm in {lc.ENCODER_BN} mode while training, "
+            f"test {'resize + ' if lc.TEST_RESIZE else ''}centre crop, "
+            f"device {self.device}; output in {self.output_dir}"
         )
 
     # ----------------------------------------------------------------------------------- setup

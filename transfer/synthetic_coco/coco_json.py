@@ -63,15 +63,7 @@ def write_synthetic_coco(
     (the first of every split included) contain one person. PNG files of a previous run in the split
     folders that this run does not write (12-digit names only) are removed.
     """
-    for name, value, low in (
-        ("num_train", num_train, 1),
-        ("num_val", num_val, 1),
-        ("image_size", image_size, MIN_IMAGE_SIZE),
-    ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise ValueError(
-                f"write_synthetic_coco: {name} must be an integer >= {low}, got {value!r}"
-            )
+    _check_sizes(num_train=num_train, num_val=num_val, image_size=image_size)
     start = time.perf_counter()
     root = os.path.abspath(root)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
@@ -82,83 +74,96 @@ def write_synthetic_coco(
         "thing_classes": list(THING_CLASSES),
         "splits": {},
     }
+    ids = {"image": 1, "annotation": 1}  # the next free ids, running on across the splits
+    for split_index, (split, count) in enumerate(zip(SPLITS, (num_train, num_val))):
+        image_dir = os.path.join(root, split)
+        rendered = _render_split(image_dir, (int(seed), split_index), count, image_size, ids)
+        summary["splits"][split] = _write_split_json(root, split, rendered, int(seed), image_size)
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return summary
+
+
+def _check_sizes(**sizes) -> None:
+    """Each size an integer at least 1 (image_size at least MIN_IMAGE_SIZE), else a ValueError."""
+    for name, value in sizes.items():
+        low = MIN_IMAGE_SIZE if name == "image_size" else 1
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(
+                f"write_synthetic_coco: {name} must be an integer >= {low}, got {value!r}"
+            )
+
+
+def _render_split(image_dir: str, seed_key: tuple, count: int, image_size: int, ids: dict) -> dict:
+    """Draw and save one split's ``count`` images (image ``i`` seeded from ``seed_key + (i,)``).
+
+    Returns the COCO image records, the instance and person-keypoint annotations and the number of
+    objects per category; ``ids`` (next image / annotation id) is advanced. Stale PNGs are removed.
+    """
+    os.makedirs(image_dir, exist_ok=True)
+    out = {"images": [], "instances": [], "persons": [], "image_dir": image_dir}
+    out["per_category"] = {name: 0 for name in THING_CLASSES}
+    for index in range(count):
+        rng = np.random.default_rng(np.random.SeedSequence([*seed_key, index]))
+        pixels, objects = render_image(rng, image_size, with_person=index % 4 != 3)
+        image_id, ids["image"] = ids["image"], ids["image"] + 1
+        file_name = f"{image_id:012d}.png"
+        Image.fromarray(pixels, mode="RGB").save(os.path.join(image_dir, file_name), format="PNG")
+        out["images"].append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "height": image_size,
+                "width": image_size,
+                "license": 1,
+            }
+        )
+        for obj in objects:
+            ann_id, ids["annotation"] = ids["annotation"], ids["annotation"] + 1
+            out["instances"].append(_annotation(obj, ann_id, image_id, keypoints=False))
+            if obj["category"] == "person":
+                out["persons"].append(_annotation(obj, ann_id, image_id, keypoints=True))
+            out["per_category"][obj["category"]] += 1
+    written = {image["file_name"] for image in out["images"]}
+    for stale in os.listdir(image_dir):
+        if _FILE_RE.match(stale) and stale not in written:
+            os.remove(os.path.join(image_dir, stale))
+    return out
+
+
+def _write_split_json(root: str, split: str, rendered: dict, seed: int, image_size: int) -> dict:
+    """Write a split's instances and person-keypoints files; returns the split's summary."""
     info = {
         "description": "Synthetic shapes and stick figures in COCO format (transfer/synthetic_coco/)",
         "version": "1.0",
         "year": 2017,
         "contributor": "msr",
-        "seed": int(seed),
+        "seed": seed,
         "image_size": int(image_size),
     }
-    licenses = [{"id": 1, "name": "generated", "url": ""}]
+    header = {
+        "info": info,
+        "licenses": [{"id": 1, "name": "generated", "url": ""}],
+        "images": rendered["images"],
+    }
     keypoint_category = dict(
         CATEGORIES[0], keypoints=list(COCO_PERSON_KEYPOINT_NAMES), skeleton=COCO_PERSON_SKELETON
     )
-    next_image_id, next_ann_id = 1, 1
-    for split_index, (split, count) in enumerate(zip(SPLITS, (num_train, num_val))):
-        image_dir = os.path.join(root, split)
-        os.makedirs(image_dir, exist_ok=True)
-        images, instances, persons = [], [], []
-        written = set()
-        per_category = {name: 0 for name in THING_CLASSES}
-        for index in range(count):
-            rng = np.random.default_rng(np.random.SeedSequence([int(seed), split_index, index]))
-            pixels, objects = render_image(rng, image_size, with_person=index % 4 != 3)
-            image_id = next_image_id
-            next_image_id += 1
-            file_name = f"{image_id:012d}.png"
-            Image.fromarray(pixels, mode="RGB").save(
-                os.path.join(image_dir, file_name), format="PNG"
-            )
-            written.add(file_name)
-            images.append(
-                {
-                    "id": image_id,
-                    "file_name": file_name,
-                    "height": image_size,
-                    "width": image_size,
-                    "license": 1,
-                }
-            )
-            for obj in objects:
-                instances.append(_annotation(obj, next_ann_id, image_id, keypoints=False))
-                if obj["category"] == "person":
-                    persons.append(_annotation(obj, next_ann_id, image_id, keypoints=True))
-                per_category[obj["category"]] += 1
-                next_ann_id += 1
-        for stale in os.listdir(image_dir):
-            if _FILE_RE.match(stale) and stale not in written:
-                os.remove(os.path.join(image_dir, stale))
-        instances_json = os.path.join(root, "annotations", f"instances_{split}.json")
-        keypoints_json = os.path.join(root, "annotations", f"person_keypoints_{split}.json")
-        _write_json(
-            instances_json,
-            {
-                "info": info,
-                "licenses": licenses,
-                "images": images,
-                "annotations": instances,
-                "categories": CATEGORIES,
-            },
-        )
-        _write_json(
-            keypoints_json,
-            {
-                "info": info,
-                "licenses": licenses,
-                "images": images,
-                "annotations": persons,
-                "categories": [keypoint_category],
-            },
-        )
-        summary["splits"][split] = {
-            "images": len(images),
-            "annotations": len(instances),
-            "persons": len(persons),
-            "per_category": per_category,
-            "image_dir": image_dir,
-            "instances_json": instances_json,
-            "keypoints_json": keypoints_json,
-        }
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    return summary
+    instances_json = os.path.join(root, "annotations", f"instances_{split}.json")
+    keypoints_json = os.path.join(root, "annotations", f"person_keypoints_{split}.json")
+    _write_json(
+        instances_json,
+        dict(header, annotations=rendered["instances"], categories=CATEGORIES),
+    )
+    _write_json(
+        keypoints_json,
+        dict(header, annotations=rendered["persons"], categories=[keypoint_category]),
+    )
+    return {
+        "images": len(rendered["images"]),
+        "annotations": len(rendered["instances"]),
+        "persons": len(rendered["persons"]),
+        "per_category": rendered["per_category"],
+        "image_dir": rendered["image_dir"],
+        "instances_json": instances_json,
+        "keypoints_json": keypoints_json,
+    }
