@@ -36,14 +36,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line,
     fmt,
     goal_mark,
     machine_info,
     markdown_table,
-    now_utc,
+    new_run,
     publish,
-    run_key,
     spread,
 )
 from pretrain.config import load_config  # noqa: E402
@@ -285,15 +283,7 @@ def main(argv=None) -> None:
         "device": args.device,
         "threads": 1,
     }
-    run = {
-        "key": run_key(info, params, ignore=("repeats", "images")),
-        "machine": info,
-        "command": command_line(),
-        "date": now_utc(),
-        "params": params,
-        "results": results,
-        "wall_s": time.perf_counter() - start,
-    }
+    run = new_run(info, params, results, start, ignore=("repeats", "images"))
     print(publish(NAME, run, render, TITLE))
 
 

@@ -28,12 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line,
     machine_info,
     markdown_table,
-    now_utc,
+    new_run,
     publish,
-    run_key,
 )
 from pretrain.config import load_config  # noqa: E402
 from pretrain.engine.trainer import Pretrainer  # noqa: E402
@@ -212,15 +210,7 @@ def main(argv=None) -> None:
                     )
                     print(f"{LABELS[method]:8s} {mode:6s} workers={workers}: {shown}", flush=True)
     params = {k: v for k, v in vars(args).items()}
-    run = {
-        "key": run_key(info, params, ignore=("epochs",)),
-        "machine": info,
-        "command": command_line(),
-        "date": now_utc(),
-        "params": params,
-        "results": results,
-        "wall_s": time.perf_counter() - start,
-    }
+    run = new_run(info, params, results, start, ignore=("epochs",))
     print(publish(NAME, run, render, TITLE))
 
 

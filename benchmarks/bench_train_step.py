@@ -29,13 +29,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    command_line,
     goal_mark,
     machine_info,
     markdown_table,
-    now_utc,
+    new_run,
     publish,
-    run_key,
     spread,
 )
 from pretrain.config import load_config  # noqa: E402
@@ -270,18 +268,16 @@ def main(argv=None) -> None:
             "reference",
         ):  # keep the keys of runs made before these options
             params.pop(key)
-    run = {
-        "key": run_key(info, params, ignore=("steps", "warmup")),
-        "machine": info,
-        "command": command_line(),
-        "date": now_utc(),
-        "params": params,
-        "online_params_M": params_m,
-        "torch_threads": torch.get_num_threads(),
-        "results": results,
-        "ratios": ratios,
-        "wall_s": time.perf_counter() - start,
-    }
+    run = new_run(
+        info,
+        params,
+        results,
+        start,
+        ignore=("steps", "warmup"),
+        online_params_M=params_m,
+        torch_threads=torch.get_num_threads(),
+        ratios=ratios,
+    )
     print(publish(NAME, run, render, TITLE))
 
 

@@ -16,6 +16,7 @@ import platform
 import shlex
 import statistics
 import sys
+import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,6 +124,29 @@ def run_key(info: Dict[str, object], params: Dict[str, object], ignore: Iterable
     ignore = set(ignore)
     settings = ",".join(f"{k}={params[k]}" for k in sorted(params) if k not in ignore)
     return f"{info['cpu_model']} | {info['cpu_cores']} cores | {info['gpu']} | {info['device']} | {settings}"
+
+
+def new_run(
+    info: Dict[str, object],
+    params: Dict[str, object],
+    results,
+    start: float,
+    ignore: Iterable[str] = (),
+    **extra,
+) -> dict:
+    """The record of one benchmark run: its key (see run_key), machine, command, date, settings and
+    results, then ``extra`` figures and the wall time since ``start`` (time.perf_counter())."""
+    run = {
+        "key": run_key(info, params, ignore),
+        "machine": info,
+        "command": command_line(),
+        "date": now_utc(),
+        "params": params,
+    }
+    run.update(extra)
+    run["results"] = results
+    run["wall_s"] = time.perf_counter() - start
+    return run
 
 
 def save_run(name: str, run: dict) -> List[dict]:
