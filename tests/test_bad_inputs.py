@@ -472,6 +472,25 @@ CASES = [
         ),
     ),
     Case(
+        "train-det-batch-not-a-multiple-of-the-reference-world-size",
+        "train_det",
+        (
+            "--config",
+            "mask_rcnn_1x.yaml",
+            "--num-gpus",
+            "1",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "OUTPUT_DIR",
+            "<tmp>/det",
+        ),
+        (
+            "SOLVER.IMS_PER_BATCH 2 is not a multiple of SOLVER.REFERENCE_WORLD_SIZE 8",
+            "reference batch (16 in this config)",
+            "SOLVER.REFERENCE_WORLD_SIZE 0",
+        ),
+    ),
+    Case(
         "train-det-output-under-a-file",
         "train_det",
         (*DET, "OUTPUT_DIR", "<tmp>/file.txt/det"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import torch
 
@@ -130,6 +130,35 @@ def load_det_config(name: str, opts: Iterable[str] = (), world_size: int = 1) ->
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         cfg.MODEL.DEVICE = "cpu"
     return cfg
+
+
+def check_batch_size(cfg: CfgNode, world_size: int, config_batch: Optional[int] = None) -> None:
+    """Refuse, before anything is built, a SOLVER.IMS_PER_BATCH that Detectron2 cannot use
+    (``config_batch``: the config file's own batch, named in the message).
+
+    With SOLVER.REFERENCE_WORLD_SIZE R (not 0) and a world size other than R, Detectron2 rescales the
+    batch, learning rate and schedule by world_size / R (DefaultTrainer.auto_scale_workers), which
+    asserts that R divides the batch; otherwise the batch is split as is over the processes.
+    """
+    batch, reference = cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if reference not in (0, world_size):
+        if batch % reference == 0:
+            return
+        processes = f"{world_size} process{'es' if world_size > 1 else ''}"
+        own = f" ({config_batch} in this config)" if config_batch is not None else ""
+        raise DetectionSetupError(
+            f"SOLVER.IMS_PER_BATCH {batch} is not a multiple of SOLVER.REFERENCE_WORLD_SIZE {reference}: "
+            f"the config's batch is meant for {reference} processes, and Detectron2 rescales the batch, "
+            f"learning rate and schedule to the {processes} used here, which needs {reference} to "
+            f"divide the batch. Either leave SOLVER.IMS_PER_BATCH at the config's reference batch{own}, "
+            f"which is then rescaled for {processes}, or pass SOLVER.REFERENCE_WORLD_SIZE 0 to use the "
+            f"batch of {batch} as given, with the config's learning rate and schedule unchanged."
+        )
+    if batch % world_size:
+        raise DetectionSetupError(
+            f"SOLVER.IMS_PER_BATCH {batch} does not split over the {world_size} processes; choose a "
+            f"multiple of {world_size}."
+        )
 
 
 def sync_bn_keys(cfg: CfgNode) -> List[str]:
@@ -479,6 +508,8 @@ def setup(config: str, opts: Iterable[str] = (), args=None) -> CfgNode:
 
     asked_sync_bn = sync_bn_keys(load_det_config(config, opts, world_size=2))
     cfg = load_det_config(config, opts, world_size=comm.get_world_size())
+    own_batch = load_det_config(config).SOLVER.IMS_PER_BATCH
+    check_batch_size(cfg, comm.get_world_size(), own_batch)
     cfg.freeze()
     if comm.is_main_process():
         ensure_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR of the detection run")

@@ -21,6 +21,7 @@ from transfer.detection import (
     SYNC_BN_KEYS,
     DetectionSetupError,
     DetectionTrainer,
+    check_batch_size,
     check_weights_fit,
     load_det_config,
     read_d2_pickle,
@@ -250,6 +251,37 @@ def test_overrides_apply_on_top_of_the_file():
 
 
 # ---------------------------------------------------------------------------------- 2. config errors
+def test_batch_check_accepts_exactly_what_detectron2_can_use():
+    """check_batch_size passes iff Detectron2's rescaling does not assert and the batch splits evenly."""
+    cfg = load_det_config("mask_rcnn_1x.yaml")
+    for reference in (0, 1, 2, 4, 8):
+        for world in (1, 2, 4, 8):
+            for batch in range(1, 33):
+                cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.REFERENCE_WORLD_SIZE = batch, reference
+                try:
+                    scaled = DetectionTrainer.auto_scale_workers(cfg, world).SOLVER.IMS_PER_BATCH
+                    usable = scaled % world == 0
+                except AssertionError:
+                    usable = False
+                try:
+                    check_batch_size(cfg, world)
+                    accepted = True
+                except DetectionSetupError:
+                    accepted = False
+                assert accepted == usable, (batch, reference, world)
+
+
+def test_batch_check_names_both_values_and_both_fixes():
+    cfg = load_det_config("mask_rcnn_1x.yaml", ["SOLVER.IMS_PER_BATCH", "2"])
+    with pytest.raises(DetectionSetupError) as err:
+        check_batch_size(cfg, 1, config_batch=16)
+    message = str(err.value)
+    assert "IMS_PER_BATCH 2 is not a multiple of SOLVER.REFERENCE_WORLD_SIZE 8" in message
+    assert "(16 in this config)" in message and "SOLVER.REFERENCE_WORLD_SIZE 0" in message
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 0  # the second fix: the batch of 2 is used as given
+    check_batch_size(cfg, 1)
+
+
 def test_unknown_config_name_suggests_the_close_one():
     with pytest.raises(
         DetectionSetupError,
