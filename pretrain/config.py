@@ -183,9 +183,9 @@ _C.SEED = 0
 _C.DETERMINISTIC = False
 # "auto" (cuda when available), "cpu" or "cuda".
 _C.DEVICE = "auto"
-# Print and log training metrics every this many steps.
+# Record training metrics (metrics.jsonl, TensorBoard) every this many steps; without a live bar, also a log line.
 _C.LOG_PERIOD = 10
-# Show a tqdm progress bar.
+# Show a tqdm progress bar when stderr is a terminal; otherwise (files, SLURM, CI) one log line per LOG_PERIOD.
 _C.PROGRESS_BAR = True
 
 CHOICES = {

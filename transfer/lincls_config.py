@@ -74,7 +74,7 @@ _C.OUTPUT_DIR = ""
 _C.SEED = 0
 # "auto" (cuda when available), "cpu" or "cuda".
 _C.DEVICE = "auto"
-# Show tqdm progress bars.
+# Show tqdm progress bars when stderr is a terminal; otherwise only the log line of each epoch.
 _C.PROGRESS_BAR = True
 
 CHOICES = {

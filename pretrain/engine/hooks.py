@@ -14,37 +14,68 @@ import time
 
 from pretrain.data.datasets import bad_image_report
 from pretrain.engine.train_loop import HookBase
-from pretrain.utils.logger import progress_bar
+from pretrain.utils.logger import on_terminal, progress_bar
 
 logger = logging.getLogger("pretrain")
 
 
 class ProgressBar(HookBase):
-    """A progress bar per epoch (tqdm; nothing when disabled): ``trainer.remaining_in_epoch`` steps,
-    labelled ``trainer.progress_label``, showing ``trainer.progress_postfix`` when a hook or the step
-    sets it."""
+    """Progress of each epoch: a tqdm bar of ``trainer.remaining_in_epoch`` steps on a terminal, else
+    (output to a file, SLURM, CI, or the bar disabled) a plain log line every ``log_period`` steps
+    (0: none; linear evaluation logs each epoch instead).
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    Both show ``trainer.progress_label`` and ``trainer.progress_postfix`` (set by a hook or the step);
+    the line adds the step count and, when ``trainer.total_iterations`` is known, the time left.
+    """
+
+    def __init__(self, enabled: bool, log_period: int = 0):
+        self.live = enabled and on_terminal()
+        self.log_period = log_period
         self.bar = None
+
+    def before_train(self) -> None:
+        self.tic, self.start = time.perf_counter(), self.trainer.iteration
 
     def before_epoch(self) -> None:
         t = self.trainer
         self.close()
-        self.bar = progress_bar(t.remaining_in_epoch, t.progress_label, self.enabled)
+        if self.live:
+            self.bar = progress_bar(t.remaining_in_epoch, t.progress_label, True)
 
     def after_step(self) -> None:
         t = self.trainer
-        self.bar.update(1)
-        if t.progress_postfix:
-            self.bar.set_postfix(**t.progress_postfix)
-        if t.at_epoch_end:
-            self.close()
+        if self.bar is not None:
+            self.bar.update(1)
+            if t.progress_postfix:
+                self.bar.set_postfix(**t.progress_postfix)
+            if t.at_epoch_end:
+                self.close()
+        elif self.log_period and t.iteration % self.log_period == 0:
+            logger.info(self.line())
+
+    def line(self) -> str:
+        """e.g. ``epoch 3: step 700/2808, loss 0.9858, img_s 210, 41:07 left``."""
+        t = self.trainer
+        total = getattr(t, "total_iterations", None)
+        parts = [f"{t.progress_label}: step {t.iteration}" + (f"/{total}" if total else "")]
+        parts += [f"{key} {value}" for key, value in t.progress_postfix.items()]
+        done = t.iteration - self.start
+        if total and done > 0:
+            left = (time.perf_counter() - self.tic) / done * (total - t.iteration)
+            parts.append(f"{format_duration(left)} left")
+        return ", ".join(parts)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def format_duration(seconds: float) -> str:
+    """``1:02:03`` for an hour or more, else ``2:03``."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class PeriodicMetrics(HookBase):

@@ -498,6 +498,10 @@ class Pretrainer(TrainerBase):
         return self.state.step
 
     @property
+    def total_iterations(self) -> int:
+        return self.settings.total_steps
+
+    @property
     def progress_label(self) -> str:
         return f"epoch {self.state.epoch}"
 
@@ -512,7 +516,7 @@ class Pretrainer(TrainerBase):
         cfg = self.cfg
         return [
             PeriodicMetrics(cfg.LOG_PERIOD),
-            ProgressBar(cfg.PROGRESS_BAR and self.is_main),
+            ProgressBar(cfg.PROGRESS_BAR and self.is_main, cfg.LOG_PERIOD),
             KNNEvaluation(cfg.KNN.PERIOD, cfg.KNN.STEP_PERIOD, cfg.KNN.AT_START),
             PeriodicCheckpoint(cfg.CHECKPOINT.PERIOD, cfg.CHECKPOINT.STEP_PERIOD),
             BadImageReport(),

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import sys
 
 logger = logging.getLogger("pretrain")
 
@@ -63,8 +64,19 @@ def setup_logging(output_dir: str, enabled: bool) -> None:
         logger.addHandler(handler)
 
 
+def on_terminal() -> bool:
+    """Whether stderr (where bars and log lines go) is a terminal: a file, a pipe, SLURM or CI is not.
+
+    A bar redraws itself in place on a terminal; in a file every redraw stays, so tools show bars
+    only here and write plain log lines elsewhere.
+    """
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar that disappears when done (or does nothing when disabled)."""
+    """A tqdm bar that disappears when done; it does nothing when disabled or off a terminal."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
+    live = enabled and on_terminal()
+    return tqdm(total=total, desc=desc, disable=not live, dynamic_ncols=True, leave=False)
