@@ -83,8 +83,13 @@ def _flat_state(obj) -> Tuple[Dict[str, torch.Tensor], str]:
     )
 
 
-def extract_backbone(obj, which: str = "online", source: str = "checkpoint") -> Backbone:
-    """Find the ResNet encoder inside a loaded checkpoint and return it with torchvision key names."""
+def extract_backbone(
+    obj, which: str = "online", source: str = "checkpoint", target: str = "Detectron2"
+) -> Backbone:
+    """Find the ResNet encoder inside a loaded checkpoint and return it with torchvision key names.
+
+    ``target`` names the library the weights are for in the refusal of a CIFAR stem.
+    """
     derived = describe_derived(obj)
     if derived is not None:
         raise ConversionError(
@@ -101,14 +106,16 @@ def extract_backbone(obj, which: str = "online", source: str = "checkpoint") -> 
                 f"{source} has no EMA target network (SimSiam runs have none); use --which online."
             )
         return _finish(
-            {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}, source
+            {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")},
+            source,
+            target,
         )
     for online_prefix, target_prefix in _PREFIXES:
         prefix = online_prefix if which == "online" else target_prefix
         if prefix is None or f"{online_prefix}conv1.weight" not in flat:
             continue
         return _finish(
-            {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}, source
+            {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}, source, target
         )
     sample = ", ".join(list(flat)[:5])
     hint = (
@@ -123,19 +130,24 @@ def extract_backbone(obj, which: str = "online", source: str = "checkpoint") -> 
     )
 
 
-def _finish(state: Dict[str, torch.Tensor], source: str) -> Backbone:
+def _finish(state: Dict[str, torch.Tensor], source: str, target: str) -> Backbone:
     conv1 = state.get("conv1.weight")
     if conv1 is None:
         raise ConversionError(
             f"{source}: the encoder has no 'conv1.weight'; it is not a torchvision-style ResNet."
         )
     if tuple(conv1.shape[2:]) != (7, 7):
+        size = "x".join(str(n) for n in conv1.shape[2:])
+        consequence = (
+            ", and the network's stages produce features at 4x the resolution the detection heads expect"
+            if target == "Detectron2"
+            else ""
+        )
         raise ConversionError(
-            f"{source} has a {tuple(conv1.shape[2:])[0]}x{tuple(conv1.shape[2:])[1]} stem convolution (the CIFAR "
-            f"stem: 3x3, stride 1, no max-pool). Detectron2's ResNet stem is a 7x7 stride-2 convolution followed "
-            f"by a stride-2 max-pool, so these weights cannot be loaded into it, and the network's stages produce "
-            f"features at 4x the resolution the detection heads expect. Pretrain with MODEL.STEM imagenet (the "
-            f"standard stem) to transfer to Detectron2."
+            f"{source} has a {size} stem convolution (the CIFAR stem: 3x3, stride 1, no max-pool). "
+            f"{target}'s ResNet stem is a 7x7 stride-2 convolution followed by a stride-2 max-pool, so "
+            f"these weights cannot be loaded into it{consequence}. Pretrain with MODEL.STEM imagenet "
+            f"(the standard stem) to transfer to {target}."
         )
     depth = _infer_depth(state, source)
     return Backbone(state, source, depth, int(conv1.shape[0]))

@@ -5,6 +5,7 @@ import pickle
 import pytest
 import torch
 import torchvision
+from helpers import randomise_bn
 
 from pretrain.modeling.networks import ResNet
 from transfer.convert import (
@@ -16,21 +17,6 @@ from transfer.convert import (
     torchvision_to_d2_key,
     write_d2_pickle,
 )
-
-
-def _randomise_bn(model):
-    """Non-trivial running statistics, so equality checks exercise the BatchNorm mapping."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(
-                torch.randn(module.running_mean.shape, generator=generator) * 0.1
-            )
-            module.running_var.copy_(
-                torch.rand(module.running_var.shape, generator=generator) + 0.5
-            )
-            module.weight.data.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-    return model
 
 
 @pytest.mark.parametrize(
@@ -161,7 +147,7 @@ def test_checkpoint_changed_after_saving_is_refused_by_its_digest(tmp_path):
 def test_detectron2_outputs_equal_the_source(depth, width, tmp_path):
     from transfer.detection import read_d2_pickle, verify_conversion
 
-    net = _randomise_bn(ResNet(depth, width=width, stem="imagenet", zero_init_residual=False))
+    net = randomise_bn(ResNet(depth, width=width, stem="imagenet", zero_init_residual=False))
     backbone = extract_backbone(net.state_dict())
     path = tmp_path / "w.pkl"
     write_d2_pickle(convert_backbone(backbone), str(path))
@@ -172,7 +158,7 @@ def test_detectron2_outputs_equal_the_source(depth, width, tmp_path):
 def test_verification_detects_a_wrong_mapping(tmp_path):
     from transfer.detection import read_d2_pickle, verify_conversion
 
-    net = _randomise_bn(ResNet("resnet18", width=16, stem="imagenet", zero_init_residual=False))
+    net = randomise_bn(ResNet("resnet18", width=16, stem="imagenet", zero_init_residual=False))
     backbone = extract_backbone(net.state_dict())
     path = tmp_path / "w.pkl"
     write_d2_pickle(convert_backbone(backbone), str(path))
