@@ -27,5 +27,8 @@ setup(
         "pycocotools>=2.0.2",
         "submitit>=1.4",
     ],
-    extras_require={"test": ["pytest>=7.0", "ruff>=0.5"]},
+    extras_require={
+        "test": ["pytest>=7.0", "ruff>=0.5"],
+        "umap": ["umap-learn>=0.5"],  # tools/plot_embedding.py --method umap
+    },
 )

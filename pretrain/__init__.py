@@ -71,6 +71,8 @@ _SOURCES: Dict[str, str] = {
     # checkpoints
     "load_checkpoint": "pretrain.engine.checkpoint",
     "latest_checkpoint": "pretrain.engine.checkpointer",
+    "plot_embedding": "pretrain.viz.embedding",
+    "EmbeddingError": "pretrain.viz.embedding",
     "list_checkpoints": "pretrain.engine.checkpointer",
     "Checkpointer": "pretrain.engine.checkpointer",
     "read_checkpoint_file": "pretrain.engine.checkpoint",
