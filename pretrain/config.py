@@ -167,6 +167,16 @@ _C.KNN.AT_START = False
 # Also evaluate after this many optimizer steps (0 = only on epoch boundaries); for short runs.
 _C.KNN.STEP_PERIOD = 0
 
+_C.PROBE = CN()
+# Train a linear classifier on detached features of each step's least-augmented view (labelled data only).
+_C.PROBE.ENABLED = False
+# SGD learning rate of the probe (its own optimizer, constant).
+_C.PROBE.LR = 0.1
+# SGD momentum of the probe.
+_C.PROBE.MOMENTUM = 0.9
+# Weight decay of the probe.
+_C.PROBE.WEIGHT_DECAY = 0.0
+
 _C.CHECKPOINT = CN()
 # Save a checkpoint every this many epochs (the final one is always saved).
 _C.CHECKPOINT.PERIOD = 10
@@ -490,6 +500,18 @@ def validate(cfg: CN) -> None:
         (
             cfg.CHECKPOINT.STEP_PERIOD >= 0,
             f"CHECKPOINT.STEP_PERIOD must be >= 0, got {cfg.CHECKPOINT.STEP_PERIOD}",
+        ),
+        (
+            cfg.PROBE.LR > 0 and cfg.PROBE.MOMENTUM >= 0 and cfg.PROBE.WEIGHT_DECAY >= 0,
+            f"PROBE.LR must be > 0 and PROBE.MOMENTUM, PROBE.WEIGHT_DECAY >= 0, got {cfg.PROBE.LR}, "
+            f"{cfg.PROBE.MOMENTUM}, {cfg.PROBE.WEIGHT_DECAY}",
+        ),
+        (
+            not cfg.PROBE.ENABLED or "unlabeled" not in DATASETS[cfg.DATA.NAME].splits[0],
+            f"PROBE.ENABLED needs a label for every pretraining image, but DATA.NAME {cfg.DATA.NAME} "
+            f"pretrains on its '{DATASETS[cfg.DATA.NAME].splits[0]}' split, whose unlabeled images have "
+            f"none. Turn the probe off (PROBE.ENABLED False) and follow the kNN monitor (KNN.PERIOD) "
+            f"instead, or run tools/lincls.py on a checkpoint.",
         ),
     ]
     raise_first_failed(checks)

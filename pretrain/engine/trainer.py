@@ -43,6 +43,7 @@ from pretrain.data.augment import build_pretrain_transform
 from pretrain.data.datasets import (
     DatasetError,
     build_pretrain_dataset,
+    num_classes,
 )
 from pretrain.data.device_augment import DeviceAggressiveAugment
 from pretrain.data.loaders import build_eval_loaders, make_loader
@@ -66,6 +67,7 @@ from pretrain.engine.hooks import (
 )
 from pretrain.engine.knn import knn_of_config
 from pretrain.engine.optim import build_optimizer, set_lr
+from pretrain.engine.probe import OnlineProbe, probe_view
 from pretrain.engine.schedules import beta_at, lr_at, tau_at
 from pretrain.engine.train_loop import TrainerBase
 from pretrain.methods import Method, method_of, view_layout
@@ -164,11 +166,16 @@ def prepare_views(views: Iterable[torch.Tensor], s: StepSettings) -> list:
 
 
 def train_step(
-    state: TrainState, views: Iterable[torch.Tensor], s: StepSettings
+    state: TrainState,
+    views: Iterable[torch.Tensor],
+    s: StepSettings,
+    probe: Optional[OnlineProbe] = None,
+    labels: Optional[torch.Tensor] = None,
 ) -> Dict[str, float]:
     """One optimizer step on a batch of views; returns the logged scalars.
 
-    ``views`` as the loader delivers them (see :func:`prepare_views`).
+    ``views`` as the loader delivers them (see :func:`prepare_views`). With a ``probe`` (and the
+    batch's ``labels``) the online linear probe also takes a step (pretrain/engine/probe.py).
     """
     k = state.step
     lr = lr_at(k, s.total_steps, s.base_lr, s.warmup_steps, s.min_lr)
@@ -221,7 +228,7 @@ def train_step(
     )
     # the logged values are means over all processes (the loss of the global batch)
     logged = comm.all_reduce_mean(torch.stack([loss, weak_term, aggressive_term]).detach()).tolist()
-    return {
+    record = {
         "loss": logged[0],
         "loss_weak_aggressive": logged[1],
         "loss_aggressive_aggressive": logged[2],
@@ -231,6 +238,10 @@ def train_step(
         "grad_norm": grad_norm.item(),
         "skipped": int(skipped),
     }
+    if probe is not None:
+        encoder = _unwrap(state.online).encoder
+        record["probe_train_top1"] = probe.step(encoder, probe_view(views, s.layout), labels)
+    return record
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -276,6 +287,7 @@ class Pretrainer(TrainerBase):
             torch.amp.GradScaler(self.device.type, enabled=amp == torch.float16),
         )
         self.settings = self._step_settings(amp)
+        self.probe = self._build_probe(online) if cfg.PROBE.ENABLED else None
         self._knn_loaders = None
         self.stop_request = StopRequest()
         self.record: dict = {}  # the last step's logged scalars (hooks complete and write them)
@@ -360,6 +372,15 @@ class Pretrainer(TrainerBase):
             )
         return online, target
 
+    def _build_probe(self, online) -> OnlineProbe:
+        """The online linear probe, initialised from SEED on a forked RNG: the same on every process,
+        and the pretraining draws the same random numbers with the probe as without it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.SEED)
+            return OnlineProbe(
+                _unwrap(online).encoder.out_dim, num_classes(self.cfg), self.cfg.PROBE, self.device
+            )
+
     def _step_settings(self, amp_dtype) -> StepSettings:
         cfg = self.cfg
         total = cfg.SOLVER.MAX_STEPS or cfg.SOLVER.EPOCHS * self.steps_per_epoch
@@ -411,6 +432,7 @@ class Pretrainer(TrainerBase):
             "skipped_steps": st.skipped_steps,
             "config": self.cfg.dump(),
             "rng": rng_states(),
+            "probe": self.probe.state_dict() if self.probe is not None else None,
         }
 
     def save(self) -> str:
@@ -441,6 +463,12 @@ class Pretrainer(TrainerBase):
             ckpt.get("skipped_steps", 0),
         )
         restore_rng_states(ckpt["rng"])
+        if self.probe is not None and ckpt.get("probe"):
+            self.probe.load_state_dict(ckpt["probe"])
+        elif self.probe is not None:
+            logger.warning(
+                f"{path} holds no online probe (PROBE.ENABLED was off): it starts afresh."
+            )
         logger.info(
             f"Resumed from {path} at step {st.step} (epoch {st.epoch}, batch {st.batch_in_epoch})"
         )
@@ -453,8 +481,14 @@ class Pretrainer(TrainerBase):
         top1 = knn_of_config(
             _unwrap(self.state.online).encoder, cfg, self.device, self._knn_loaders
         )
-        self.metrics.write({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1})
-        logger.info(f"kNN top-1 at step {self.state.step}: {top1:.2f}")
+        record = {"step": self.state.step, "epoch": self.state.epoch, "knn_top1": top1}
+        message = f"kNN top-1 at step {self.state.step}: {top1:.2f}"
+        if self.probe is not None:
+            encoder = _unwrap(self.state.online).encoder
+            record["probe_top1"] = self.probe.evaluate(encoder, self._knn_loaders[1])
+            message += f", online probe top-1 {record['probe_top1']:.2f}"
+        self.metrics.write(record)
+        logger.info(message)
         return top1
 
     # ---------------------------------------------------------------------------------- train
@@ -473,8 +507,8 @@ class Pretrainer(TrainerBase):
     def run_step(self, batch) -> None:
         """One optimizer step; the step's record, image count and skip flag are left for the hooks."""
         st, s = self.state, self.settings
-        views, _ = batch
-        self.record = train_step(st, views, s)
+        views, labels = batch
+        self.record = train_step(st, views, s, self.probe, labels)
         self.step_skipped = bool(self.record.pop("skipped"))
         if st.scaler.is_enabled():  # fp16: how many updates the grad scaler has skipped so far
             self.record["skipped_steps"] = st.skipped_steps

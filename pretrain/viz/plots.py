@@ -30,6 +30,8 @@ METRIC_TITLES = {
     "loss_weak_aggressive": "loss (weak -> aggressive)",
     "loss_aggressive_aggressive": "loss (aggressive -> aggressive)",
     "knn_top1": "kNN top-1 (%)",
+    "probe_top1": "online probe test top-1 (%)",
+    "probe_train_top1": "online probe train top-1 (%)",
     "train_loss": "train loss",
     "train_top1": "train top-1 (%)",
     "test_top1": "test top-1 (%)",
