@@ -20,6 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pretrain import run_main  # noqa: E402
+from transfer.convert import add_weights_arguments  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -55,27 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "checkpoint",
-        help="pretraining checkpoint, MoCo/MSR-style checkpoint or torchvision state dict",
-    )
-    parser.add_argument("output", help="output .pth (a plain state dict)")
+    add_weights_arguments(parser, "output .pth (a plain state dict)")
     parser.add_argument(
         "--format", choices=("torchvision", "timm"), required=True, help="library to load it in"
     )
-    parser.add_argument(
-        "--which",
-        choices=("online", "target"),
-        default="online",
-        help="online encoder (default) or the EMA target / momentum encoder",
-    )
     parser.add_argument("--no-verify", action="store_true", help="skip the feature equality check")
-    parser.add_argument(
-        "--allow-unsafe-pickle",
-        action="store_true",
-        help="load files that need full unpickling (can run code: only for files you trust)",
-    )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return parser.parse_args(argv)
 
 

@@ -263,6 +263,28 @@ def source_encoder(backbone: Backbone) -> ResNet:
     return net.eval()
 
 
+def add_weights_arguments(parser, output_help: str) -> None:
+    """The arguments of the tools that read a ResNet checkpoint and write weights from it
+    (tools/convert_to_d2.py, tools/export.py): CHECKPOINT OUT, --which, --allow-unsafe-pickle, --debug."""
+    parser.add_argument(
+        "checkpoint",
+        help="pretraining checkpoint, MoCo/MSR-style checkpoint or torchvision state dict",
+    )
+    parser.add_argument("output", help=output_help)
+    parser.add_argument(
+        "--which",
+        choices=("online", "target"),
+        default="online",
+        help="online encoder (default) or the EMA target / momentum encoder",
+    )
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="load files that need full unpickling (can run code: only for files you trust)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
 def load_weights_file(path: str, allow_unsafe_pickle: bool = False):
     """Load a checkpoint with ``weights_only=True``; full unpickling only when the user explicitly allows it.
 
