@@ -47,7 +47,11 @@ class OnlineProbe:
     """A linear classifier on frozen features with its own SGD optimizer (gradients averaged over processes)."""
 
     def __init__(self, in_dim: int, num_classes: int, probe_cfg, device: torch.device):
-        self.head = nn.Linear(in_dim, num_classes).to(device)
+        # features standardised by a BatchNorm without affine parameters (as MAE's linear probe), so one
+        # PROBE.LR suits every encoder and every stage of training, whatever the features' scale
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(in_dim, affine=False), nn.Linear(in_dim, num_classes)
+        ).to(device)
         self.optimizer = torch.optim.SGD(
             self.head.parameters(),
             lr=probe_cfg.LR,
@@ -60,7 +64,7 @@ class OnlineProbe:
         """One SGD step on a batch; returns its top-1 (%) over all processes' images."""
         features = frozen_features(encoder, images)
         labels = labels.to(self.device, non_blocking=True)
-        logits = self.head(features)
+        logits = self.head.train()(features)
         loss = F.cross_entropy(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -74,10 +78,12 @@ class OnlineProbe:
     def evaluate(self, encoder: nn.Module, loader: DataLoader) -> float:
         """Top-1 (%) on ``loader`` (each process its share; the counts are summed over processes)."""
         counts = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.head.eval()
         for images, labels in loader:
             labels = labels.to(self.device, non_blocking=True)
             logits = self.head(frozen_features(encoder, images.to(self.device, non_blocking=True)))
             counts += _counts(logits, labels)
+        self.head.train()
         counts = comm.all_reduce_mean(counts)
         return 100.0 * (counts[0] / counts[1]).item()
 

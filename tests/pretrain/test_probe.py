@@ -47,7 +47,7 @@ def test_the_probe_changes_nothing_of_pretraining(runs):
     for part in ("model", "target"):
         for key, value in plain[part].items():
             assert torch.equal(value, probed[part][key]), f"{part}.{key} differs"
-    assert plain["probe"] is None and probed["probe"]["head"]["weight"].shape == (10, 32)
+    assert plain["probe"] is None and probed["probe"]["head"]["1.weight"].shape == (10, 32)
 
 
 def test_a_probe_step_leaves_the_encoder_untouched():
@@ -55,12 +55,12 @@ def test_a_probe_step_leaves_the_encoder_untouched():
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     cfg = load_config("digits_demo.yaml")
     probe = OnlineProbe(encoder.out_dim, 10, cfg.PROBE, torch.device("cpu"))
-    head_before = probe.head.weight.clone()
+    head_before = probe.head[1].weight.clone()
     top1 = probe.step(encoder, torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
     assert 0 <= top1 <= 100 and encoder.training
     assert all(p.grad is None for p in encoder.parameters())
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
-    assert not torch.equal(probe.head.weight, head_before)  # the probe itself learned
+    assert not torch.equal(probe.head[1].weight, head_before)  # the probe itself learned
 
 
 def test_records_hold_the_train_and_test_accuracy(runs):
