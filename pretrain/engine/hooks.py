@@ -32,13 +32,13 @@ class ProgressBar(HookBase):
         self.live = enabled and on_terminal()
         self.log_period = log_period
         self.bar = None
-
-    def before_train(self) -> None:
-        self.tic, self.start = time.perf_counter(), self.trainer.iteration
+        self.tic = None  # when and at which iteration this process began (for the time left)
 
     def before_epoch(self) -> None:
         t = self.trainer
         self.close()
+        if self.tic is None:
+            self.tic, self.start = time.perf_counter(), t.iteration
         if self.live:
             self.bar = progress_bar(t.remaining_in_epoch, t.progress_label, True)
 
