@@ -9,12 +9,13 @@ scikit-learn; UMAP needs the optional ``umap-learn`` package.
 from __future__ import annotations
 
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from torch.utils.data import Subset
 
 from pretrain.config import config_from_yaml_text
 from pretrain.data.augment import eval_transform
@@ -67,19 +68,40 @@ def project(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     raise EmbeddingError(f"Unknown --method '{method}'; choose one of {', '.join(METHODS)}.")
 
 
-def test_features(
-    checkpoint_path: str, which: str = "online", opts=()
+def dataset_labels(dataset) -> Optional[np.ndarray]:
+    """The labels a data set holds without reading its images (``targets`` / ``labels``), else None."""
+    for name in ("targets", "labels"):
+        values = getattr(dataset, name, None)
+        if values is not None:
+            return np.asarray(values)
+    return None
+
+
+def sampled_test_features(
+    checkpoint_path: str, max_points: int, seed: int = 0, which: str = "online", opts=()
 ) -> Tuple[np.ndarray, np.ndarray, list, str]:
-    """(features, labels, class names, data-set name) of the test split, for a checkpoint's encoder."""
+    """(features, labels, class names, data-set name) of a class-balanced sample of at most
+    ``max_points`` test images, for a checkpoint's encoder.
+
+    When the data set holds its labels, only the sampled images are encoded; otherwise all are, and
+    the same sample is taken from their labels.
+    """
     checkpoint = load_checkpoint(checkpoint_path)
     cfg = config_from_yaml_text(checkpoint["config"], opts)
     device = comm.resolve_device(cfg.DEVICE)
     encoder = load_encoder(checkpoint, cfg, which).to(device)
     _, test = build_eval_datasets(cfg, eval_transform(cfg))
-    loader = make_loader(test, cfg.KNN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, device)
-    features, labels = extract_features(encoder, loader, device)
-    classes = list(getattr(test, "classes", None) or range(int(labels.max()) + 1))
-    return features.numpy(), labels.numpy(), classes, cfg.DATA.NAME
+    classes = getattr(test, "classes", None)
+    labels = dataset_labels(test)
+    keep = balanced_sample(labels, max_points, seed) if labels is not None else None
+    images = Subset(test, keep.tolist()) if keep is not None else test
+    loader = make_loader(images, cfg.KNN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, device)
+    features, labels = (t.numpy() for t in extract_features(encoder, loader, device))
+    if keep is None:
+        keep = balanced_sample(labels, max_points, seed)
+        features, labels = features[keep], labels[keep]
+    classes = list(classes or range(int(labels.max()) + 1))
+    return features, labels, classes, cfg.DATA.NAME
 
 
 def draw_embedding(
@@ -119,12 +141,13 @@ def plot_embedding(
     """Draw the test split's features of a checkpoint in 2-D; returns what was drawn."""
     if method not in METHODS:
         raise EmbeddingError(f"Unknown --method '{method}'; choose one of {', '.join(METHODS)}.")
-    features, labels, classes, data = test_features(checkpoint_path, which, opts)
-    keep = balanced_sample(labels, max_points, seed)
-    coords = project(features[keep], method, seed)
+    features, labels, classes, data = sampled_test_features(
+        checkpoint_path, max_points, seed, which, opts
+    )
+    coords = project(features, method, seed)
     title = (
-        f"{method.upper() if method == 'umap' else 't-SNE'} of {len(keep)} {data} test images "
+        f"{method.upper() if method == 'umap' else 't-SNE'} of {len(labels)} {data} test images "
         f"({which} encoder of {os.path.basename(checkpoint_path)})"
     )
-    draw_embedding(coords, labels[keep], classes, title, out_path)
-    return {"out": out_path, "points": int(len(keep)), "classes": len(np.unique(labels[keep]))}
+    draw_embedding(coords, labels, classes, title, out_path)
+    return {"out": out_path, "points": int(len(labels)), "classes": len(np.unique(labels))}

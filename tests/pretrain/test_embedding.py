@@ -10,7 +10,14 @@ from helpers import TINY_CPU_RUN, overrides
 from pretrain.config import load_config
 from pretrain.engine.checkpointer import latest_checkpoint
 from pretrain.engine.trainer import Pretrainer
-from pretrain.viz.embedding import EmbeddingError, balanced_sample, plot_embedding, project
+from pretrain.viz import embedding
+from pretrain.viz.embedding import (
+    EmbeddingError,
+    balanced_sample,
+    plot_embedding,
+    project,
+    sampled_test_features,
+)
 
 
 def test_the_sample_is_balanced_seeded_and_at_most_max_points():
@@ -41,7 +48,7 @@ def test_umap_without_the_package_says_how_to_install_it(monkeypatch):
         project(np.zeros((5, 3)), "umap")
 
 
-def test_a_checkpoint_is_drawn_with_at_most_max_points(tmp_path):
+def test_a_checkpoint_is_drawn_with_at_most_max_points(tmp_path, monkeypatch):
     cfg = load_config(
         "digits_demo.yaml",
         overrides(
@@ -57,3 +64,13 @@ def test_a_checkpoint_is_drawn_with_at_most_max_points(tmp_path):
     assert image.ndim == 3 and image.shape[0] > 300  # a real picture, not an empty file
     with pytest.raises(EmbeddingError, match="Unknown --method 'pca'"):
         plot_embedding(latest_checkpoint(cfg.OUTPUT_DIR), str(out), method="pca")
+
+    # the sampled images alone are encoded; without labels on the data set, all are and the same
+    # sample is taken afterwards: the same images and features either way
+    checkpoint = latest_checkpoint(cfg.OUTPUT_DIR)
+    features, labels, classes, _ = sampled_test_features(checkpoint, 120)
+    monkeypatch.setattr(embedding, "dataset_labels", lambda dataset: None)
+    all_features, all_labels, _, _ = sampled_test_features(checkpoint, 120)
+    assert features.shape == (120, all_features.shape[1]) and len(classes) == 10
+    assert np.array_equal(labels, all_labels)
+    assert np.allclose(features, all_features, atol=1e-5)
