@@ -89,7 +89,12 @@ class Checkpointer:
         if not self.is_main or not os.path.isdir(self.folder):
             return
         for name in os.listdir(self.folder):
-            if TMP_MARK in name and self.pattern.match(name[1:].split(TMP_MARK)[0]):
+            if not (name.startswith(".") and TMP_MARK in name):
+                continue
+            written = name[1:].split(TMP_MARK)[0]  # the checkpoint or its digest companion
+            if written.endswith(DIGEST_SUFFIX):
+                written = written[: -len(DIGEST_SUFFIX)]
+            if self.pattern.match(written):
                 os.remove(os.path.join(self.folder, name))
 
     def load_newest(self, map_location="cpu") -> Tuple[Optional[str], Optional[dict]]:

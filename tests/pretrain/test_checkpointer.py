@@ -67,10 +67,20 @@ def test_no_checkpoint_yet_means_a_new_run(tmp_path):
 
 
 def test_temporaries_of_its_own_files_are_removed_and_others_kept(tmp_path):
-    for name in (".state.pth.tmp.123", ".checkpoint_0000010.pth.tmp.9", "notes.tmp.txt"):
+    for name in (
+        ".state.pth.tmp.123",
+        ".state.pth.sha256.tmp.123",
+        ".checkpoint_0000010.pth.tmp.9",
+        ".checkpoint_0000010.pth.sha256.tmp.9",
+        "notes.tmp.txt",
+    ):
         (tmp_path / name).write_bytes(b"half written")
     _one_file_checkpointer(tmp_path).remove_temporaries()
-    assert sorted(os.listdir(tmp_path)) == [".checkpoint_0000010.pth.tmp.9", "notes.tmp.txt"]
+    assert sorted(os.listdir(tmp_path)) == [
+        ".checkpoint_0000010.pth.sha256.tmp.9",
+        ".checkpoint_0000010.pth.tmp.9",
+        "notes.tmp.txt",
+    ]
     pretrain_checkpointer(str(tmp_path)).remove_temporaries()
     assert os.listdir(tmp_path) == ["notes.tmp.txt"]
 
